@@ -1,0 +1,24 @@
+"""Registers the built-in runners; each engine is imported only when its runner is built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsbench.contracts import Runner
+from tsbench.plugins import runners
+
+
+@runners.register("llamacpp", "llama.cpp via llama-cpp-python; the embedded CPU default (SmolLM2-135M GGUF)")
+def llamacpp(model: str | None = None, threads: int | None = None, **options: Any) -> Runner:
+    from tsbench.runners.llamacpp import LlamaCppRunner
+
+    return LlamaCppRunner(model=model, threads=threads, **options)
+
+
+@runners.register(
+    "hf", "HuggingFace transformers on CPU or CUDA; any local model folder or the embedded GGUF"
+)
+def hf(model: str | None = None, threads: int | None = None, **options: Any) -> Runner:
+    from tsbench.runners.hf import HFRunner
+
+    return HFRunner(model=model, threads=threads, **options)

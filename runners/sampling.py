@@ -1,0 +1,67 @@
+"""Token sampling from a batch of logits rows, in numpy, one seeded generator per sequence.
+
+Sampling here (not in the engine) gives every engine the same per-sample seeds, top-p rule and
+logprobs, so a sample is reproducible on its own whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+TOP_CANDIDATES = 512  # top-p is applied within the top candidates; their mass is nearly always > p
+
+
+@dataclass
+class Draw:
+    token: int
+    logprob: float  # under the model's distribution (temperature 1), as engines report it
+    top: dict[int, float]  # top alternatives' logprobs, when asked
+
+
+def log_softmax(rows: np.ndarray) -> np.ndarray:
+    shifted = rows - rows.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def draw(
+    logits: np.ndarray,
+    temperature: float,
+    top_p: float,
+    rng: np.random.Generator,
+    top_logprobs: int = 0,
+) -> Draw:
+    """Sample one token from one row of logits.
+
+    Args:
+        logits: shape (vocab,), float32.
+        temperature: 0 for argmax.
+        top_p: nucleus mass, 1.0 for none.
+        rng: this sequence's own generator.
+        top_logprobs: how many alternatives to report.
+    """
+    logprobs = log_softmax(logits.astype(np.float64))
+    if temperature <= 0:
+        token = int(np.argmax(logits))
+    else:
+        scaled = logits.astype(np.float64) / temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if top_p >= 1.0:
+            token = int(rng.choice(probs.shape[0], p=probs))
+        else:
+            k = min(TOP_CANDIDATES, probs.shape[0])
+            candidates = np.argpartition(-probs, k - 1)[:k]
+            if probs[candidates].sum() < top_p:  # a flat distribution: rank the whole vocabulary
+                candidates = np.arange(probs.shape[0])
+            candidates = candidates[np.argsort(-probs[candidates], kind="stable")]
+            kept = probs[candidates]
+            keep = int(np.searchsorted(np.cumsum(kept), top_p)) + 1
+            candidates, kept = candidates[:keep], kept[:keep]
+            token = int(candidates[rng.choice(keep, p=kept / kept.sum())])
+    top: dict[int, float] = {}
+    if top_logprobs:
+        best = np.argpartition(-logprobs, top_logprobs - 1)[:top_logprobs]
+        top = {int(t): float(logprobs[t]) for t in best[np.argsort(-logprobs[best], kind="stable")]}
+    return Draw(token, float(logprobs[token]), top)

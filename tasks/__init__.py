@@ -1,0 +1,1 @@
+"""Built-in task plugins. Installed as `tsbench.tasks`; see README, "Adding a task"."""

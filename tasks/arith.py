@@ -1,0 +1,127 @@
+"""Procedural arithmetic word problems with a difficulty dial, generated from a seed.
+
+Level 1 is one operation on numbers up to 12 ("What is 7 * 9?"); each level above adds a step
+and widens the numbers, so even a 135M-parameter model shows an accuracy gradient.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tsbench.contracts import Message, Problem
+from tsbench.errors import UserError
+from tsbench.plugins import tasks
+
+from .answers import extract_number, grade_numeric
+
+# level -> (steps after the start, largest operand)
+LEVELS: dict[int, tuple[int, int]] = {1: (1, 12), 2: (2, 20), 3: (3, 50), 4: (4, 100), 5: (5, 1000)}
+NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Ivy", "Jack", "Lena", "Omar"]
+ITEMS = ["apples", "marbles", "stickers", "books", "coins", "cards", "pencils", "shells"]
+SYSTEM = (
+    "Solve the arithmetic problem. Think step by step, then give the final answer on its own line "
+    "as 'Answer: <number>'."
+)
+
+
+def _single_operation(rng: random.Random, top: int) -> tuple[str, int]:
+    a, b = rng.randint(1, top), rng.randint(1, top)
+    op = rng.choice("+-*")
+    if op == "-" and b > a:
+        a, b = b, a
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    return f"What is {a} {op} {b}?", value
+
+
+def _word_problem(rng: random.Random, steps: int, top: int) -> tuple[str, int]:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    total = rng.randint(2, top)
+    sentences = [f"{name} has {total} {item}."]
+    allow_products = steps >= 3
+    for _ in range(steps):
+        choices = ["gain", "lose"] + (["packs", "share"] if allow_products else [])
+        kind = rng.choice(choices)
+        if kind == "lose" and total < 2:
+            kind = "gain"
+        if kind == "gain":
+            n = rng.randint(1, top)
+            total += n
+            sentences.append(f"Then {name} gets {n} more {item}.")
+        elif kind == "lose":
+            n = rng.randint(1, total - 1)
+            total -= n
+            sentences.append(f"Then {name} gives away {n} {item}.")
+        elif kind == "packs":
+            packs, size = rng.randint(2, 5), rng.randint(2, max(2, top // 10))
+            total += packs * size
+            sentences.append(f"Then {name} buys {packs} packs with {size} {item} in each pack.")
+        else:
+            divisors = [d for d in range(2, 6) if total % d == 0]
+            if not divisors:
+                n = rng.randint(1, top)
+                total += n
+                sentences.append(f"Then {name} finds {n} more {item}.")
+                continue
+            d = rng.choice(divisors)
+            total //= d
+            sentences.append(f"Then {name} splits the {item} into {d} equal groups and keeps one group.")
+    sentences.append(f"How many {item} does {name} have now?")
+    return " ".join(sentences), total
+
+
+def generate(level: int, seed: int, index: int) -> tuple[str, int]:
+    """The question and integer answer of problem `index` at `level`, fixed by `seed`."""
+    steps, top = LEVELS[level]
+    rng = random.Random(f"arith:{seed}:{level}:{index}")
+    return _single_operation(rng, top) if steps == 1 else _word_problem(rng, steps, top)
+
+
+def parse_levels(value: Any) -> list[int]:
+    raw = value if isinstance(value, list) else str(value).split(",")
+    try:
+        levels = [int(v) for v in raw]
+    except ValueError:
+        levels = []
+    if not levels or any(level not in LEVELS for level in levels):
+        raise UserError(
+            f"task arith: option levels={value!r} is not valid; use levels from 1 to 5, e.g. levels=1,2"
+        )
+    return levels
+
+
+@dataclass
+class ArithTask:
+    """Procedural arithmetic word problems, levels 1 (one operation) to 5 (five steps, numbers to 1000)."""
+
+    levels: list[int]
+    name: str = "arith"
+    description: str = "procedural arithmetic word problems, difficulty levels 1-5"
+    default_limit: int = 100
+    data_sha256: str | None = None
+    generation: dict[str, Any] | None = None
+
+    def load(self, limit: int | None, seed: int, data_dir: str | None) -> list[Problem]:
+        problems = []
+        for index in range(limit or self.default_limit):
+            level = self.levels[index % len(self.levels)]
+            question, answer = generate(level, seed, index)
+            problems.append(Problem(f"arith-L{level}-{index:05d}", question, str(answer), {"level": level}))
+        return problems
+
+    def messages(self, problem: Problem) -> list[Message]:
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": problem.question}]
+
+    def extract(self, text: str) -> str | None:
+        return extract_number(text)
+
+    def grade(self, answer: str | None, problem: Problem) -> bool:
+        return grade_numeric(answer, problem.reference)
+
+
+@tasks.register("arith", ArithTask.__doc__ or "")
+def create_arith(levels: Any = "1,2", **unknown: Any) -> ArithTask:
+    if unknown:
+        raise UserError(f"task arith: unknown option(s) {', '.join(unknown)}; arith takes: levels")
+    return ArithTask(parse_levels(levels), generation={"max_tokens": 192})

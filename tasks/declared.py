@@ -1,0 +1,140 @@
+"""Tasks declared in YAML: data source, prompt template, answer extractor and grader.
+
+Every `*.yaml` beside this module is registered at import; `--task path/to/task.yaml` loads any
+other file of the same shape, so a task needs no Python unless it needs new logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tsbench.contracts import Message, Problem
+from tsbench.data import DataSource, load_rows
+from tsbench.errors import UserError
+from tsbench.plugins import tasks
+
+from .answers import EXTRACTORS, GRADERS, REFERENCES
+
+
+@dataclass
+class DeclaredTask:
+    """A task whose whole behaviour comes from a YAML declaration."""
+
+    name: str
+    description: str
+    source: DataSource
+    question_field: str
+    reference_field: str
+    id_field: str | None
+    metadata_fields: list[str]
+    system: str
+    user: str
+    extractor: str
+    reference_rule: str
+    grader: str
+    generation: dict[str, Any] = field(default_factory=dict)
+    data_sha256: str | None = None
+
+    def load(self, limit: int | None, seed: int, data_dir: str | None) -> list[Problem]:
+        loaded = load_rows(self.name, self.source, data_dir)
+        self.data_sha256 = loaded.sha256
+        to_reference = REFERENCES[self.reference_rule]
+        problems = []
+        for index, row in enumerate(loaded.rows[:limit] if limit else loaded.rows):
+            for needed in (self.question_field, self.reference_field):
+                if needed not in row:
+                    raise UserError(
+                        f"task {self.name}: row {index} of {loaded.origin} has no field '{needed}'; "
+                        f"fix the file or the task's `fields` mapping"
+                    )
+            problems.append(
+                Problem(
+                    id=str(row[self.id_field]) if self.id_field else f"{self.name}-{index:05d}",
+                    question=str(row[self.question_field]),
+                    reference=to_reference(str(row[self.reference_field])),
+                    metadata={k: row[k] for k in self.metadata_fields if k in row},
+                )
+            )
+        return problems
+
+    def messages(self, problem: Problem) -> list[Message]:
+        user = self.user.format(question=problem.question, **problem.metadata)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def extract(self, text: str) -> str | None:
+        return EXTRACTORS[self.extractor](text)
+
+    def grade(self, answer: str | None, problem: Problem) -> bool:
+        return GRADERS[self.grader](answer, problem.reference)
+
+
+def _need(spec: dict[str, Any], key: str, where: str, choices: dict[str, Any] | None = None) -> Any:
+    if key not in spec:
+        raise UserError(f"{where}: missing field '{key}'; add it (see tasks/gsm8k.yaml for the shape)")
+    value = spec[key]
+    if choices is not None and value not in choices:
+        raise UserError(f"{where}: field '{key}' is '{value}'; use one of: {', '.join(sorted(choices))}")
+    return value
+
+
+def parse_declaration(spec: Any, where: str) -> DeclaredTask:
+    """Build a task from a parsed YAML mapping; `where` names the file in error messages."""
+    if not isinstance(spec, dict):
+        raise UserError(f"{where}: a task file must be a YAML mapping; see tasks/gsm8k.yaml")
+    data = _need(spec, "data", where)
+    hub = data.get("hub") or {}
+    fields = _need(spec, "fields", where)
+    prompt = _need(spec, "prompt", where)
+    return DeclaredTask(
+        name=str(_need(spec, "name", where)),
+        description=str(spec.get("description", "")),
+        source=DataSource(
+            local=str(_need(data, "local", f"{where} data")),
+            hub_path=hub.get("path"),
+            hub_name=hub.get("name"),
+            hub_split=hub.get("split", "test"),
+        ),
+        question_field=str(_need(fields, "question", f"{where} fields")),
+        reference_field=str(_need(fields, "reference", f"{where} fields")),
+        id_field=fields.get("id"),
+        metadata_fields=list(fields.get("metadata", [])),
+        system=str(prompt.get("system", "")),
+        user=str(_need(prompt, "user", f"{where} prompt")),
+        extractor=_need(spec, "extract", where, EXTRACTORS),
+        reference_rule=_need({"reference": "as_is", **spec}, "reference", where, REFERENCES),
+        grader=_need(spec, "grade", where, GRADERS),
+        generation=dict(spec.get("generation") or {}),
+    )
+
+
+def load_task_file(path: str | Path) -> DeclaredTask:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"task file {path} does not exist; give a path to a task YAML or a task name")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"task file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_declaration(spec, str(path))
+
+
+def _register_builtin_declarations() -> None:
+    for path in sorted(Path(__file__).parent.glob("*.yaml")):
+        task = load_task_file(path)
+        tasks.register(task.name, task.description)(_factory(path))
+
+
+def _factory(path: Path) -> Any:
+    def create(**options: Any) -> DeclaredTask:
+        if options:
+            raise UserError(f"task file {path.name} takes no task options, got: {', '.join(options)}")
+        return load_task_file(path)
+
+    return create
+
+
+_register_builtin_declarations()

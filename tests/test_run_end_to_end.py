@@ -1,0 +1,119 @@
+"""The real embedded model end to end: reproducible records, crash-safe resume, honest table."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SPEC = [
+    "--task-arg",
+    "levels=1",
+    "--limit",
+    "6",
+    "--budget",
+    "1,2,4,8",
+    "--max-tokens",
+    "32",
+    "--no-progress",
+]
+
+
+def tsbench_run(output: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "tsbench.cli", "run", *SPEC, "--output", str(output), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finished(output: Path) -> subprocess.CompletedProcess[str]:
+    proc = tsbench_run(output)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return subprocess.CompletedProcess(proc.args, 0, out, err)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    output = tmp_path_factory.mktemp("reference") / "run"
+    return output, finished(output).stdout
+
+
+def test_the_same_spec_gives_byte_identical_records(reference: tuple[Path, str], tmp_path: Path) -> None:
+    first, _ = reference
+    second = tmp_path / "run"
+    finished(second)
+    for name in ("samples.jsonl", "problems.jsonl", "metrics.json", "spec.yaml"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_the_table_shows_every_strategy_and_budget(reference: tuple[Path, str]) -> None:
+    output, stdout = reference
+    assert "pass@k (oracle)" in stdout and "majority" in stdout and "greedy" in stdout
+    assert f"results: {output}" in stdout
+    rows = json.loads((output / "metrics.json").read_text())["rows"]
+    assert {(r["strategy"], r["k"]) for r in rows} == (
+        {("greedy", 1)} | {(s, k) for s in ("majority", "pass@k") for k in (1, 2, 4, 8)}
+    )
+    passk = {r["k"]: r["accuracy"] for r in rows if r["strategy"] == "pass@k"}
+    majority = {r["k"]: r["accuracy"] for r in rows if r["strategy"] == "majority"}
+    assert [passk[k] for k in (1, 2, 4, 8)] == sorted(passk[k] for k in (1, 2, 4, 8))
+    assert all(passk[k] >= majority[k] for k in passk)
+    # The ledger: k samples cost k times the generated tokens of one, and FLOPs follow tokens.
+    spend = {r["k"]: r for r in rows if r["strategy"] == "majority"}
+    assert spend[8]["generated_tokens_per_problem"] == pytest.approx(
+        8 * spend[1]["generated_tokens_per_problem"], rel=1e-3
+    )
+    assert spend[8]["flops_per_problem"] > spend[1]["flops_per_problem"]
+    samples = [json.loads(line) for line in (output / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 6 * (1 + 8)
+    assert {"prompt", "text", "answer", "correct", "generated_tokens", "seed", "finish_reason"} <= set(
+        samples[0]
+    )
+
+
+def test_sigkill_mid_run_loses_and_repeats_nothing(reference: tuple[Path, str], tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    proc = tsbench_run(output)
+    problems = output / "problems.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (problems.exists() and problems.read_text().count("\n") >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = problems.read_text().count("\n")
+    assert 1 <= done_before < 6, "kill should land between the two groups of problems"
+    assert not (output / "metrics.json").exists()
+    rerun = finished(output)
+    assert f"resumed: {done_before} of 6 problems were already done" in rerun.stdout
+    ids = [json.loads(line)["problem_id"] for line in problems.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 6
+    first, _ = reference
+    # Fixed batches: the resumed run's records equal the uninterrupted run's, byte for byte.
+    assert (output / "samples.jsonl").read_bytes() == (first / "samples.jsonl").read_bytes()
+    assert (output / "metrics.json").read_bytes() == (first / "metrics.json").read_bytes()
+
+
+def test_a_finished_run_reports_without_generating_again(reference: tuple[Path, str]) -> None:
+    output, stdout = reference
+    before = (output / "samples.jsonl").read_bytes()
+    again = finished(output)
+    assert "resumed: 6 of 6" in again.stdout
+    assert (output / "samples.jsonl").read_bytes() == before
+    report = subprocess.run(
+        [sys.executable, "-m", "tsbench.cli", "report", str(output)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "pass@k (oracle)" in report.stdout

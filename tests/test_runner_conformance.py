@@ -1,0 +1,102 @@
+"""One contract, every runner present: the same prompts and the same checks.
+
+A runner whose engine is not installed here is skipped with the reason. Engines load once per
+test session (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tsbench.contracts import GenerationRequest, Runner
+from tsbench.errors import UserError
+from tsbench.plugins import runners
+
+ARITH = (
+    (
+        "system",
+        "Solve the arithmetic problem. Think step by step, then give the final answer as 'Answer: <number>'.",
+    ),
+    ("user", "What is 7 * 9?"),
+)
+STORY = (("user", "Write a short story about a cat who learns to count."),)
+
+
+def request(
+    messages=ARITH, n=1, temperature=0.0, max_tokens=40, stop=(), seeds=(), logprobs=None, continuation=""
+):  # type: ignore[no-untyped-def]
+    return GenerationRequest(
+        messages, n, temperature, 0.95, max_tokens, tuple(stop), tuple(seeds), logprobs, continuation
+    )
+
+
+def test_n_samples_with_per_sample_seeds_are_reproducible(runner: Runner) -> None:
+    req = request(STORY, n=4, temperature=1.0, max_tokens=24, seeds=(11, 12, 13, 14))
+    first, again = runner.generate([req])[0], runner.generate([req])[0]
+    assert len(first.completions) == 4
+    assert [c.text for c in first.completions] == [c.text for c in again.completions]
+    assert [c.seed for c in first.completions] == [11, 12, 13, 14]
+    assert len({c.text for c in first.completions}) > 1
+
+
+def test_greedy_is_deterministic_and_batches_keep_request_order(runner: Runner) -> None:
+    # Only the same batch is promised to repeat exactly: engines' batched kernels round
+    # differently by batch size, so a run fixes its batches (see tsbench.run.groups).
+    a, b = request(ARITH, max_tokens=16), request(STORY, max_tokens=16)
+    together, again = runner.generate([a, b]), runner.generate([a, b])
+    assert [r.completions[0].text for r in together] == [r.completions[0].text for r in again]
+    alone_a, alone_b = runner.generate([a])[0], runner.generate([b])[0]
+    assert (together[0].prompt_tokens, together[1].prompt_tokens) == (
+        alone_a.prompt_tokens,
+        alone_b.prompt_tokens,
+    )
+    assert together[0].prompt_tokens != together[1].prompt_tokens
+
+
+def test_max_tokens_ends_with_length(runner: Runner) -> None:
+    result = runner.generate([request(STORY, max_tokens=8)])[0]
+    completion = result.completions[0]
+    assert completion.tokens == 8 and completion.finish_reason == "length"
+
+
+def test_stop_strings_are_honoured(runner: Runner) -> None:
+    free = runner.generate([request(STORY, max_tokens=48)])[0].completions[0].text
+    words = free.split()
+    assert len(words) > 4, free
+    stop = words[3]
+    stopped = runner.generate([request(STORY, max_tokens=48, stop=(stop,))])[0].completions[0]
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text and free.startswith(stopped.text)
+
+
+def test_logprobs_when_asked(runner: Runner) -> None:
+    plain = runner.generate([request(max_tokens=12)])[0].completions[0]
+    assert plain.logprobs is None
+    asked = runner.generate([request(max_tokens=12, logprobs=3)])[0].completions[0]
+    assert asked.logprobs is not None and len(asked.logprobs) == asked.tokens
+    assert all(lp <= 0.0 for lp in asked.logprobs)
+    assert asked.top_logprobs is not None and all(len(top) == 3 for top in asked.top_logprobs)
+    # Greedy picks the most likely token: its logprob is the best of the alternatives.
+    assert all(
+        abs(lp - max(top.values())) < 1e-4 for lp, top in zip(asked.logprobs, asked.top_logprobs, strict=True)
+    )
+
+
+def test_timings_and_token_counts(runner: Runner) -> None:
+    result = runner.generate([request(n=2, temperature=0.8, seeds=(1, 2), max_tokens=16)])[0]
+    assert result.prompt_tokens > 20 and 0 < result.prompt_tokens_computed <= 2 * result.prompt_tokens
+    assert result.total_s > 0 and result.ttft_s is not None and 0 < result.ttft_s <= result.total_s
+    assert all(0 < c.latency_s <= result.total_s + 1e-6 for c in result.completions)
+    assert all(0 < c.tokens <= 16 for c in result.completions)
+
+
+def test_continuation_extends_a_partial_answer(runner: Runner) -> None:
+    result = runner.generate([request(max_tokens=12, continuation="7 * 9 = ")])[0]
+    completion = result.completions[0]
+    assert not completion.text.startswith("7 * 9 = ")
+    assert completion.text.strip()[:2].isdigit(), completion.text
+
+
+def test_unknown_model_path_is_a_user_error(runner_name: str) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        runners.get(runner_name)(model="/nonexistent/model.gguf")

@@ -1,0 +1,44 @@
+"""The compute ledger: what each strategy spent per problem, in samples, tokens and FLOPs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+def forward_flops(parameters: int, tokens: float) -> float:
+    """About 2 x parameters FLOPs per token through a dense decoder (Kaplan et al. 2020)."""
+    return 2.0 * parameters * tokens
+
+
+@dataclass(frozen=True)
+class Spend:
+    """Compute spent on one problem by one strategy at one budget.
+
+    prompt_tokens counts the prompt tokens the engine had to evaluate: once per problem where it
+    shares one prompt across samples (prefix reuse), once per sample where it does not.
+    Verifier spend is kept apart and is included in flops.
+    """
+
+    samples: float = 0.0
+    prompt_tokens: float = 0.0
+    generated_tokens: float = 0.0
+    verifier_tokens: float = 0.0
+    flops: float = 0.0
+
+    def __add__(self, other: Spend) -> Spend:
+        return Spend(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+    def as_tuple(self) -> tuple[float, ...]:
+        return (self.samples, self.prompt_tokens, self.generated_tokens, self.verifier_tokens, self.flops)
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+def policy_spend(parameters: int, samples: float, prompt_tokens: float, generated_tokens: float) -> Spend:
+    return Spend(
+        samples=samples,
+        prompt_tokens=prompt_tokens,
+        generated_tokens=generated_tokens,
+        flops=forward_flops(parameters, prompt_tokens + generated_tokens),
+    )

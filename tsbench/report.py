@@ -1,0 +1,117 @@
+"""From problem records to metrics, performance figures and the printed table."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from tabulate import tabulate
+
+from tsbench.stats import percentile, wilson_interval
+
+SPEND_FIELDS = ("samples", "prompt_tokens", "generated_tokens", "verifier_tokens", "flops")
+
+
+def _rows_by_key(problems: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for record in problems:
+        for strategy, by_budget in record["results"].items():
+            for k, result in by_budget.items():
+                rows[(strategy, int(k))].append(result)
+    return rows
+
+
+def metrics(problems: list[dict[str, Any]], order: list[str], oracles: set[str]) -> dict[str, Any]:
+    """Accuracy with a 95% CI and mean compute per problem, for every strategy x budget.
+
+    Args:
+        problems: problems.jsonl records.
+        order: strategy names in the order to report them.
+        oracles: names of strategies that peek at the reference.
+    """
+    rows = []
+    grouped = _rows_by_key(problems)
+    for strategy, k in sorted(grouped, key=lambda key: (order.index(key[0]), key[1])):
+        results = grouped[(strategy, k)]
+        n = len(results)
+        accuracy = sum(r["accuracy"] for r in results) / n
+        low, high = wilson_interval(accuracy, n)
+        row: dict[str, Any] = {
+            "strategy": strategy,
+            "k": k,
+            "oracle": strategy in oracles,
+            "problems": n,
+            "accuracy": round(accuracy, 6),
+            "ci95": [round(low, 6), round(high, 6)],
+        }
+        for name in SPEND_FIELDS:
+            row[f"{name}_per_problem"] = round(sum(r["spend"][name] for r in results) / n, 3)
+        rows.append(row)
+    return {"rows": rows}
+
+
+def performance(timings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Throughput over the whole run, and per strategy x budget latency and decode speed."""
+    wall = sum(t["group_share_s"] for t in timings)
+    generated = sum(t["generated_tokens"] for t in timings)
+    per_key: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    for t in timings:
+        for strategy, by_budget in t["latency"].items():
+            for k, (seconds, tokens) in by_budget.items():
+                per_key[(strategy, int(k))].append((seconds, tokens))
+    rows = []
+    for (strategy, k), pairs in per_key.items():
+        seconds = [s for s, _ in pairs]
+        rows.append(
+            {
+                "strategy": strategy,
+                "k": k,
+                "latency_p50_s": round(percentile(seconds, 50), 4),
+                "latency_p95_s": round(percentile(seconds, 95), 4),
+                "tokens_per_s": round(sum(t for _, t in pairs) / max(sum(seconds), 1e-9), 2),
+            }
+        )
+    return {
+        "generated_tokens": generated,
+        "generation_wall_s": round(wall, 3),
+        "generated_tokens_per_s": round(generated / wall, 2) if wall else None,
+        "rows": rows,
+    }
+
+
+def _si(value: float) -> str:
+    for unit, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return f"{value:.0f}"
+
+
+def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
+    perf_rows = {(r["strategy"], r["k"]): r for r in (perf or {}).get("rows", [])}
+    lines = []
+    for row in metric_data["rows"]:
+        p = perf_rows.get((row["strategy"], row["k"]), {})
+        low, high = row["ci95"]
+        lines.append(
+            [
+                row["strategy"] + (" (oracle)" if row["oracle"] else ""),
+                row["k"],
+                f"{100 * row['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]",
+                f"{row['generated_tokens_per_problem']:.0f}",
+                f"{row['verifier_tokens_per_problem']:.0f}",
+                _si(row["flops_per_problem"]),
+                p.get("tokens_per_s", "-"),
+                f"{p['latency_p50_s']:.2f} / {p['latency_p95_s']:.2f}" if p else "-",
+            ]
+        )
+    headers = [
+        "strategy",
+        "k",
+        "accuracy % [95% CI]",
+        "gen tok/prob",
+        "verif tok/prob",
+        "FLOPs/prob",
+        "tok/s",
+        "latency p50/p95 s",
+    ]
+    return tabulate(lines, headers=headers, disable_numparse=True)

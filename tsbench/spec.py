@@ -1,0 +1,156 @@
+"""RunSpec: everything that decides a run's results, from a YAML file and/or CLI flags."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tsbench.errors import UserError
+
+DEFAULT_STRATEGIES = ("greedy", "majority", "pass@k")
+DEFAULT_BUDGETS = (1, 2, 4, 8, 16)
+# Fields that change where or how fast a run goes, never what it produces: left out of the run id.
+NOT_IN_RUN_ID = ("output", "data_dir", "threads")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run.
+
+    Args:
+        task: task name, or a path to a task YAML file.
+        task_options: options passed to the task factory (e.g. arith levels).
+        limit: number of problems (the first ones).
+        seed: seeds procedural tasks and every sample.
+        runner: runner name.
+        model: model path or id; None for the runner's default.
+        strategies: strategy names.
+        budgets: sample budgets k; the sampled pool holds max(budgets) samples per problem.
+        temperature, top_p: sampling settings of the sampled pool (greedy always uses 0).
+        max_tokens: generation cap per sample; None for the task's default.
+        data_dir: local data folder; None for $TSBENCH_DATA_DIR or the hub.
+        output: results folder; None for results/<run-id>.
+        threads: CPU threads for CPU runners; None lets the runner choose.
+    """
+
+    task: str = "arith"
+    task_options: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = 30
+    seed: int = 0
+    runner: str = "llamacpp"
+    model: str | None = None
+    strategies: tuple[str, ...] = DEFAULT_STRATEGIES
+    budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int | None = None
+    data_dir: str | None = None
+    output: str | None = None
+    threads: int | None = None
+
+    def identity(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_ID}
+
+    def run_id(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, default=list)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    def to_yaml(self) -> str:
+        """The fields that decide results; `tsbench run -c` on this file reproduces the run."""
+        data = self.identity()
+        data["strategies"], data["budgets"] = list(self.strategies), list(self.budgets)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _positive_int(value: Any, where: str, fix: str) -> int:
+    if isinstance(value, bool) or not (
+        isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+    ):
+        raise UserError(f"{where}: {value!r} is not a positive integer; {fix}")
+    if int(value) <= 0:
+        raise UserError(f"{where}: {value!r} must be at least 1; {fix}")
+    return int(value)
+
+
+def _number(value: Any, where: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {value!r} is not a number; give a number from {low} to {high}") from None
+    if not low <= number <= high:
+        raise UserError(f"{where}: {number} is out of range; give a number from {low} to {high}")
+    return number
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def build_spec(values: dict[str, Any], where: str) -> RunSpec:
+    """Validate raw values (from YAML or flags) into a RunSpec.
+
+    Args:
+        values: field name -> raw value; unknown names are an error.
+        where: how error messages name the source, e.g. 'spec.yaml' or 'command line'.
+    """
+    known = {f.name for f in fields(RunSpec)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown field '{unknown[0]}'; known fields: {', '.join(sorted(known))}")
+    clean: dict[str, Any] = dict(values)
+    if "budgets" in clean:
+        raw = clean["budgets"]
+        items = raw.split(",") if isinstance(raw, str) else (raw if isinstance(raw, list | tuple) else [raw])
+        fix = "give budgets as positive integers, e.g. 1,4,16"
+        budgets = sorted({_positive_int(str(b).strip(), f"{where}: budgets", fix) for b in items})
+        clean["budgets"] = tuple(budgets)
+    if "strategies" in clean:
+        clean["strategies"] = _names(clean["strategies"])
+        if not clean["strategies"]:
+            raise UserError(
+                f"{where}: strategies is empty; name at least one (see `tsbench list strategies`)"
+            )
+    for name in ("limit", "max_tokens", "threads"):
+        if clean.get(name) is not None:
+            clean[name] = _positive_int(clean[name], f"{where}: {name}", f"give {name} as a positive integer")
+    if "seed" in clean:
+        try:
+            clean["seed"] = int(clean["seed"])
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: seed {clean['seed']!r} is not an integer; give e.g. seed: 0") from None
+    if "temperature" in clean:
+        clean["temperature"] = _number(clean["temperature"], f"{where}: temperature", 0.0, 5.0)
+    if "top_p" in clean:
+        clean["top_p"] = _number(clean["top_p"], f"{where}: top_p", 0.01, 1.0)
+    if "task_options" in clean and not isinstance(clean["task_options"], dict):
+        raise UserError(f"{where}: task_options must be a mapping, e.g. task_options: {{levels: '1,2'}}")
+    for name in ("task", "runner", "model", "data_dir", "output"):
+        if clean.get(name) is not None:
+            clean[name] = str(clean[name])
+    return RunSpec(**clean)
+
+
+def read_spec_file(path: str) -> dict[str, Any]:
+    """Raw values from a YAML spec file (validated later by build_spec, together with flags)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"spec file {path} does not exist; give the path of a YAML spec (see examples/)")
+    try:
+        values = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(
+            f"spec file {path} is not valid YAML{line}: {getattr(exc, 'problem', exc)}; fix the syntax"
+        ) from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"spec file {path} must be a YAML mapping of fields (task:, strategies:, ...)")
+    return values
