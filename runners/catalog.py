@@ -22,3 +22,10 @@ def hf(model: str | None = None, threads: int | None = None, **options: Any) -> 
     from tsbench.runners.hf import HFRunner
 
     return HFRunner(model=model, threads=threads, **options)
+
+
+@runners.register("openai", "any OpenAI-compatible server (vLLM, SGLang, llama.cpp server) over HTTP")
+def openai(model: str | None = None, threads: int | None = None, **options: Any) -> Runner:
+    from tsbench.runners.openai_compat import OpenAIRunner
+
+    return OpenAIRunner(model=model, **options)

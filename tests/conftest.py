@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +26,8 @@ def llamacpp_runner() -> Iterator[object]:
     runner.close()
 
 
-RUNNERS = ["llamacpp", "hf"]
-_ENGINE_MODULES = {"llamacpp": "llama_cpp", "hf": "transformers"}
-_loaded: dict[str, object] = {}
+RUNNERS = ["llamacpp", "hf", "openai"]
+_ENGINE_MODULES = {"llamacpp": "llama_cpp", "hf": "transformers", "openai": "llama_cpp.server"}
 
 
 @pytest.fixture(scope="session", params=RUNNERS)
@@ -37,10 +42,61 @@ def runner_name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def runner(runner_name: str) -> Iterator[object]:
+def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on loopback, serving the embedded model."""
+    from tsbench.runners.embedded import embedded_gguf
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = Path(__file__).parent / "llamacpp_server.py"
+    args = ["--model", str(embedded_gguf()), "--host", "127.0.0.1", "--port", str(port)]
+    # interrupt_requests: by default a new request cuts off the one streaming, which empties it.
+    args += [
+        "--n_ctx",
+        "4096",
+        "--model_alias",
+        "smollm2",
+        "--verbose",
+        "False",
+        "--interrupt_requests",
+        "False",
+    ]
+    log = tmp_path_factory.mktemp("llamacpp-server") / "server.log"
+    with log.open("wb") as sink:  # a pipe nobody reads would fill up and stall the server
+        server = subprocess.Popen([sys.executable, str(launcher), *args], stdout=sink, stderr=sink)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2).read()
+            break
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("llama.cpp server did not answer within 120 s")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def runner_options(runner_name: str, request: pytest.FixtureRequest) -> dict[str, object]:
+    """How the tests build each runner: engines in process need nothing, servers need an address."""
+    if runner_name == "openai":
+        # llama.cpp's server cannot continue a partial assistant message; vLLM's can.
+        return {"base_url": request.getfixturevalue("llamacpp_server"), "continuation": False}
+    return {}
+
+
+@pytest.fixture(scope="session")
+def runner(runner_name: str, runner_options: dict[str, object]) -> Iterator[object]:
     """Each present runner on its default model, loaded once per session."""
     from tsbench.plugins import runners
 
-    built = runners.get(runner_name)()
+    built = runners.get(runner_name)(**runner_options)
     yield built
     built.close()  # type: ignore[attr-defined]

@@ -75,7 +75,8 @@ class RunnerInfo:
     engine_version: str
     device: str
     model_sha256: str | None = None
-    prefix_sharing: bool = False
+    prefix_sharing: bool = False  # evaluates a prompt shared by samples once
+    continuation: bool = True  # can extend a partial assistant answer (GenerationRequest.continuation)
 
 
 @runtime_checkable

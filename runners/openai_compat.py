@@ -1,0 +1,245 @@
+"""Any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server) through /v1/chat/completions.
+
+Each sample is its own request carrying its own seed, so samples are reproducible one by one
+where the server honours seeds. Requests run with bounded concurrency and retry with exponential
+backoff on 429, 5xx and connection errors. Token counts come from the response's `usage`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
+from tsbench.errors import UserError
+
+BASE_URL_ENV = "TSBENCH_OPENAI_BASE_URL"
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass
+class _Reply:
+    completion: Completion
+    prompt_tokens: int
+    ttft_s: float | None
+
+
+class OpenAIRunner:
+    """A runner over HTTP; the model lives in the server.
+
+    Args:
+        model: served model id; None takes the first one the server lists.
+        base_url: e.g. http://127.0.0.1:8000/v1 (default from $TSBENCH_OPENAI_BASE_URL).
+        api_key: bearer token (default $OPENAI_API_KEY, else none).
+        concurrency: requests in flight at once.
+        timeout_s: per request.
+        retries: attempts after the first on a retryable failure.
+        parameters: the model's parameter count, for the FLOPs ledger (servers do not report it).
+        continuation: whether the server extends a partial assistant message in place (vLLM and
+            SGLang do, with `continue_final_message`; llama.cpp's server does not).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        threads: int | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        concurrency: int = 8,
+        timeout_s: float = 300.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+        parameters: int = 0,
+        continuation: bool = True,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or "http://127.0.0.1:8000/v1").rstrip("/")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.concurrency, self.timeout_s, self.retries, self.backoff_s = (
+            concurrency,
+            timeout_s,
+            retries,
+            backoff_s,
+        )
+        self.parameters, self.continuation = parameters, continuation
+        served = self._served_models()
+        if model is not None and model not in served:
+            raise UserError(
+                f"model {model} does not exist on the server at {self.base_url}; served: {', '.join(served)}"
+            )
+        self.model = model or served[0]
+        self.pool = ThreadPoolExecutor(max_workers=concurrency)
+        self._prompt_tokens: dict[str, int] = {}
+
+    def _served_models(self) -> list[str]:
+        try:
+            listed = self._call("GET", "/models", None)
+        except OSError as exc:
+            raise UserError(
+                f"no OpenAI-compatible server answers at {self.base_url} ({exc}); start one or pass "
+                f"base_url (or set {BASE_URL_ENV})"
+            ) from None
+        models = [str(m["id"]) for m in json.loads(listed).get("data", [])]
+        if not models:
+            raise UserError(f"the server at {self.base_url} lists no models; start it with a model")
+        return models
+
+    def _prompt_length(self, request: GenerationRequest) -> int:
+        """Prompt tokens from a one-token, unstreamed call, for servers whose streams omit `usage`."""
+        key = json.dumps([request.messages, request.continuation])
+        if key not in self._prompt_tokens:
+            body = {**self._body(request, 0), "max_tokens": 1, "temperature": 0.0}
+            usage = json.loads(self._call("POST", "/chat/completions", body)).get("usage") or {}
+            self._prompt_tokens[key] = int(usage.get("prompt_tokens", 0))
+        return self._prompt_tokens[key]
+
+    def info(self) -> RunnerInfo:
+        return RunnerInfo(
+            model_id=self.model,
+            parameters=self.parameters,
+            engine="openai-compatible",
+            engine_version="http",
+            device=self.base_url,
+            prefix_sharing=False,  # unknown: a server's prefix cache is not visible through the API
+            continuation=self.continuation,
+        )
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None, stream: bool = False) -> Any:
+        """One HTTP call with retries; returns the raw body, or its lines when streaming."""
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    return response.readlines() if stream else bytes(response.read())
+            except urllib.error.HTTPError as exc:
+                if exc.code not in RETRY_STATUS or attempt == self.retries:
+                    detail = exc.read().decode(errors="replace")[:300]
+                    raise RuntimeError(f"{method} {path} failed: HTTP {exc.code}: {detail}") from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                if attempt == self.retries:
+                    raise
+            time.sleep(self.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _body(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = list(request.message_dicts())
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+            "seed": seed,
+            "n": 1,
+        }
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.logprobs
+        if request.continuation and not self.continuation:
+            raise UserError(
+                f"the server at {self.base_url} cannot extend a partial answer (search strategies need it); "
+                "use a vLLM or SGLang server, or another runner"
+            )
+        if request.continuation:
+            # vLLM and SGLang extension: extend the assistant's partial answer in place.
+            messages.append({"role": "assistant", "content": request.continuation})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        return body
+
+    def _sample(self, request: GenerationRequest, index: int) -> _Reply:
+        """One sample, streamed: the first content chunk's arrival is the time to first token."""
+        seed = request.seed_for(index)
+        body = self._body(request, seed)
+        # Logprobs always ride along: they count tokens exactly where a server omits `usage`.
+        body.update(stream=True, stream_options={"include_usage": True}, logprobs=True)
+        body.setdefault("top_logprobs", 0)
+        started = time.perf_counter()
+        ttft: float | None = None
+        text: list[str] = []
+        finish = "stop"
+        usage: dict[str, Any] = {}
+        logprobs: list[float] = []
+        top: list[dict[str, float]] = []
+        for event in self._stream("/chat/completions", body):
+            usage = event.get("usage") or usage
+            for choice in event.get("choices", []):
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    ttft = ttft if ttft is not None else time.perf_counter() - started
+                    text.append(delta)
+                chosen, alternatives = _logprobs(choice.get("logprobs"))
+                logprobs += chosen or []
+                top += alternatives or []
+                finish = choice.get("finish_reason") or finish
+        completion = Completion(
+            text="".join(text),
+            tokens=int(usage.get("completion_tokens", len(logprobs))),
+            finish_reason="length" if finish == "length" else "stop",
+            seed=seed,
+            logprobs=logprobs if request.logprobs is not None else None,
+            top_logprobs=top if request.logprobs else None,
+            latency_s=time.perf_counter() - started,
+        )
+        prompt_tokens = (
+            int(usage["prompt_tokens"]) if "prompt_tokens" in usage else self._prompt_length(request)
+        )
+        return _Reply(completion, prompt_tokens, ttft)
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Server-sent events of a streamed completion; retried whole if it fails before any event."""
+        raw = self._call("POST", path, body, stream=True)
+        for line in raw:
+            line = line.strip()
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    return
+                yield json.loads(data)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        started = time.perf_counter()
+        jobs = [(r, i) for r in requests for i in range(r.n)]
+        replies = list(self.pool.map(lambda job: self._sample(*job), jobs))
+        total = time.perf_counter() - started
+        results, cursor = [], 0
+        for request in requests:
+            mine = replies[cursor : cursor + request.n]
+            cursor += request.n
+            prompt_tokens = mine[0].prompt_tokens if mine else 0
+            firsts = [r.ttft_s for r in mine if r.ttft_s is not None]
+            results.append(
+                GenerationResult(
+                    completions=[r.completion for r in mine],
+                    prompt_tokens=prompt_tokens,
+                    prompt_tokens_computed=prompt_tokens * request.n,
+                    total_s=total,
+                    ttft_s=min(firsts) if firsts else None,
+                )
+            )
+        return results
+
+
+def _logprobs(block: dict[str, Any] | None) -> tuple[list[float] | None, list[dict[str, float]] | None]:
+    if not block or not block.get("content"):
+        return None, None
+    chosen = [float(item["logprob"]) for item in block["content"]]
+    top = [
+        {alt["token"]: float(alt["logprob"]) for alt in item.get("top_logprobs", [])}
+        for item in block["content"]
+    ]
+    return chosen, top
