@@ -1,0 +1,287 @@
+"""Throughput of a runner under a test-time-scaling workload: a few prompts, many samples each.
+
+    python -m tsbench.bench --runner hf --config llama-1b --dummy-weights --tokenizer TOK.gguf \\
+        --prompts 8 --n 16 --max-tokens 256 --temperature 0.8 --top-p 0.95 --repeats 3
+
+prints one JSON object: the runner, versions, hardware and the figures of bench_runner().
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from tsbench.contracts import GenerationRequest, Runner
+from tsbench.provenance import cpu_model, gpus, package_version
+
+# Chat prompts of the kind test-time scaling samples many answers to: short problems that call for
+# worked reasoning.
+PROMPTS = (
+    "A train leaves at 9:40 and arrives at 13:05. How long is the journey in minutes? Think step by step.",
+    "If 3x + 7 = 31, what is x? Show your reasoning, then give the answer on its own line.",
+    "A shop sells pens at 3 for $2. How much do 27 pens cost? Explain briefly.",
+    "What is the sum of the first 20 positive odd numbers? Reason it out before answering.",
+    "A rectangle has perimeter 46 cm and length 15 cm. What is its area? Work through it.",
+    "Tom is twice as old as Ann. In 6 years he will be 1.5 times her age. How old is Ann now?",
+    "How many ways can 5 different books be arranged on a shelf? Explain the counting.",
+    "Is 221 a prime number? Check divisors step by step and state the conclusion.",
+)
+
+
+def build_requests(
+    prompts: Sequence[str], n: int, max_tokens: int, temperature: float, top_p: float
+) -> list[GenerationRequest]:
+    """One request per prompt, each sample with its own seed."""
+    return [
+        GenerationRequest(
+            messages=(("user", prompt),),
+            n=n,
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            seeds=tuple(1000 * i + s for s in range(n)),
+        )
+        for i, prompt in enumerate(prompts)
+    ]
+
+
+def _torch_cuda() -> Any | None:
+    """torch, if the runner already imported it and a CUDA device is in use; never imports it."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch
+
+
+def bench_runner(
+    runner: Runner,
+    prompts: Sequence[str],
+    n: int,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    repeats: int,
+) -> dict[str, Any]:
+    """Time `repeats` identical batches of len(prompts) requests x n samples, after one warm-up.
+
+    Args:
+        runner: any Runner.
+        prompts: user messages, one request each.
+        n: samples per request.
+        max_tokens: cap per sample; no stop strings, so samples end at EOS or the cap.
+        temperature: sampling temperature.
+        top_p: nucleus mass.
+        repeats: timed batches.
+
+    Returns:
+        tokens_per_s (generated tokens over wall time, median over batches), requests_per_s and
+        samples_per_s (at the median batch wall), ttft_p50_s (first token of a request, from its
+        batch's start), tpot_p50_s (per sample: time after its request's first token over its
+        further tokens), wall_s (median batch), every batch's wall and the all-batch throughput
+        (the first full-size batch can be much slower than the rest), token counts, finish reasons,
+        the runner's own breakdown when it keeps one (last_stats), and peak GPU memory when torch
+        drives a CUDA device.
+    """
+    requests = build_requests(prompts, n, max_tokens, temperature, top_p)
+    # The first call pays one-off costs (allocator growth, kernel selection) that are not throughput.
+    runner.generate([replace(requests[0], n=min(n, 2), max_tokens=min(8, max_tokens))])
+    torch = _torch_cuda()
+    if torch is not None:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    walls: list[float] = []
+    batch_tokens: list[int] = []
+    prompt_tokens = computed = 0
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    finishes: Counter[str] = Counter()
+    for _ in range(repeats):
+        started = time.perf_counter()
+        results = runner.generate(requests)
+        walls.append(time.perf_counter() - started)
+        batch_tokens.append(0)
+        for result in results:
+            prompt_tokens += result.prompt_tokens
+            computed += result.prompt_tokens_computed
+            first = result.ttft_s
+            if first is not None:
+                ttfts.append(first)
+            for c in result.completions:
+                batch_tokens[-1] += c.tokens
+                finishes[c.finish_reason] += 1
+                if first is not None and c.tokens > 1:
+                    tpots.append((c.latency_s - first) / (c.tokens - 1))
+    wall = statistics.median(walls)
+    figures: dict[str, Any] = {
+        "prompts": len(prompts),
+        "n": n,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "repeats": repeats,
+        "tokens_per_s": statistics.median(t / w for t, w in zip(batch_tokens, walls, strict=True)),
+        "requests_per_s": len(prompts) / wall,
+        "samples_per_s": len(prompts) * n / wall,
+        "ttft_p50_s": statistics.median(ttfts) if ttfts else None,
+        "tpot_p50_s": statistics.median(tpots) if tpots else None,
+        "wall_s": wall,
+        "walls_s": walls,
+        "tokens_per_s_all_batches": sum(batch_tokens) / sum(walls),
+        "generated_tokens_per_batch": sum(batch_tokens) / repeats,
+        "prompt_tokens_per_batch": prompt_tokens / repeats,
+        "prompt_tokens_computed_per_batch": computed / repeats,
+        "finish_reasons": dict(finishes),
+        "runner_stats_last_batch": dict(getattr(runner, "last_stats", {}) or {}),
+    }
+    if torch is not None:
+        figures["peak_gpu_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return figures
+
+
+def smoke_check(runner: Runner, max_tokens: int = 12) -> list[str]:
+    """Model-agnostic checks of a runner's contract; returns the problems found (none: passed).
+
+    Checks sample counts and seeds, seeded reproducibility, temperature-0 determinism, the token
+    cap, stop strings (cut from a greedy text of the model's own, so any weights will do),
+    logprobs and their alternatives, timings and prompt token counts.
+    """
+    problems: list[str] = []
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    messages = (("user", "Write one sentence about the sea."),)
+    sampled = GenerationRequest(
+        messages, n=4, temperature=1.0, max_tokens=max_tokens, seeds=(11, 12, 13, 14), logprobs=2
+    )
+    greedy = GenerationRequest(messages, n=2, temperature=0.0, max_tokens=max_tokens, seeds=(1, 2))
+    first, again = runner.generate([sampled, greedy]), runner.generate([sampled, greedy])
+    for result, request in zip(first, (sampled, greedy), strict=True):
+        expect(
+            len(result.completions) == request.n, f"{len(result.completions)} completions for n={request.n}"
+        )
+        expect([c.seed for c in result.completions] == list(request.seeds), "seeds not echoed in order")
+        expect(result.prompt_tokens > 0, "prompt_tokens is 0")
+        expect(
+            0 < result.prompt_tokens_computed <= result.prompt_tokens * request.n,
+            "prompt_tokens_computed out of range",
+        )
+        expect(
+            result.total_s > 0 and result.ttft_s is not None and 0 < result.ttft_s <= result.total_s,
+            "bad ttft/total",
+        )
+        for c in result.completions:
+            expect(0 < c.latency_s <= result.total_s + 1e-6, f"latency {c.latency_s} outside (0, total]")
+            expect(c.tokens <= max_tokens, f"{c.tokens} tokens over max_tokens={max_tokens}")
+            expected = "length" if c.tokens == max_tokens else "stop"
+            expect(c.finish_reason == expected, f"finish {c.finish_reason} with {c.tokens} tokens")
+    texts = [c.text for c in first[0].completions]
+    expect(texts == [c.text for c in again[0].completions], "same seeds gave different samples")
+    expect(len(set(texts)) > 1, "different seeds at temperature 1 gave identical samples")
+    greedy_texts = [c.text for c in first[1].completions] + [c.text for c in again[1].completions]
+    expect(len(set(greedy_texts)) == 1, "temperature 0 is not deterministic")
+    for c in first[0].completions:
+        expect(c.logprobs is not None and len(c.logprobs) == c.tokens, "logprobs missing or miscounted")
+        expect(all(lp <= 1e-6 for lp in c.logprobs or []), "a logprob above 0")
+        top = c.top_logprobs or []
+        expect(
+            len(top) == c.tokens and all(1 <= len(t) <= 2 for t in top), "top_logprobs missing or miscounted"
+        )
+    expect(all(c.logprobs is None for c in first[1].completions), "logprobs returned though not asked")
+    # A stop string taken from the middle of the model's own greedy text, decoded alone each time so
+    # that the batch shape (and with it the arithmetic) is the same with and without the stop.
+    alone = replace(greedy, n=1)
+    text = runner.generate([alone])[0].completions[0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]
+    if len(text) >= 4 and stop.strip():
+        cut = runner.generate([replace(alone, stop=(stop,))])[0].completions[0]
+        expect(cut.finish_reason == "stop", f"stop string {stop!r} did not stop ({cut.finish_reason})")
+        expect(cut.text == text[: text.find(stop)], f"stop string {stop!r}: got {cut.text!r} from {text!r}")
+    else:
+        problems.append(f"greedy text {text!r} too short to test stop strings")
+    return problems
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """Runner options from the flags that were given, plus --opt KEY=VALUE (JSON values)."""
+    options: dict[str, Any] = {}
+    if args.config or args.dummy_weights:
+        options["dummy_weights"] = True
+    for flag in ("device", "dtype", "batch_size", "tokenizer", "sampler", "chat_template"):
+        value = getattr(args, flag)
+        if value is not None:
+            options[flag] = value
+    for item in args.opt:
+        key, _, raw = item.partition("=")
+        try:
+            options[key] = json.loads(raw)
+        except ValueError:
+            options[key] = raw
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tsbench.plugins import runners
+
+    parser = argparse.ArgumentParser(prog="python -m tsbench.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--runner", default="hf")
+    parser.add_argument("--model", help="model path (default: the embedded model)")
+    parser.add_argument(
+        "--config", help="a named random-weight architecture of the hf runner (llama-1b, llama-8b)"
+    )
+    parser.add_argument(
+        "--dummy-weights", action="store_true", help="random weights for --model's config.json"
+    )
+    parser.add_argument("--tokenizer")
+    parser.add_argument("--chat-template", help="Jinja chat template text for the hf runner")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--device")
+    parser.add_argument("--dtype")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--sampler", choices=("numpy", "device"))
+    parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="more runner options")
+    parser.add_argument("--prompts", type=int, default=8, help="how many of the built-in prompts (cycled)")
+    parser.add_argument("--n", type=int, default=16)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--smoke", action="store_true", help="run smoke_check() first and record its problems"
+    )
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    runner = runners.get(args.runner)(model=args.config or args.model, threads=args.threads, **_options(args))
+    report: dict[str, Any] = {"runner": asdict(runner.info()), "load_s": time.perf_counter() - started}
+    report["command"] = " ".join(["python -m tsbench.bench", *(argv if argv is not None else sys.argv[1:])])
+    report["machine"] = {"cpu": cpu_model(), "gpus": gpus()}
+    report["versions"] = {
+        p: package_version(p) for p in ("numpy", "torch", "transformers", "llama-cpp-python")
+    }
+    if args.smoke:
+        report["smoke_problems"] = smoke_check(runner)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
+    report["bench"] = bench_runner(
+        runner, prompts, args.n, args.max_tokens, args.temperature, args.top_p, args.repeats
+    )
+    runner.close()
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    return 1 if report.get("smoke_problems") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
