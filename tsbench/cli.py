@@ -1,4 +1,4 @@
-"""`tsbench` command line: run, list, report."""
+"""`tsbench` command line: run, list, report, processbench, bench."""
 
 from __future__ import annotations
 
@@ -7,25 +7,33 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tsbench import plugins
 from tsbench.errors import UserError
 from tsbench.records import METRICS, PERFORMANCE, RunFolder
 from tsbench.registry import Registry
 from tsbench.report import table
-from tsbench.run import finish, generate_all, output_path, prepare
+from tsbench.run import build_verifiers, finish, generate_all, output_path, prepare
 from tsbench.spec import build_spec, read_spec_file
 
 RESULTS_ROOT = Path("results")
 
 
-def _task_options(pairs: list[str]) -> dict[str, Any]:
+def _pairs(pairs: list[str], flag: str) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UserError(f"--task-arg: '{pair}' is not KEY=VALUE; write e.g. --task-arg levels=1,2")
+            raise UserError(f"{flag}: '{pair}' is not KEY=VALUE; write e.g. --task-arg levels=1,2")
         options[key] = value
     return options
+
+
+def _scalar(value: str) -> Any:
+    """'4' -> 4, '0.5' -> 0.5, 'true' -> True; anything else stays text."""
+    loaded = yaml.safe_load(value)
+    return loaded if isinstance(loaded, int | float | bool) else value
 
 
 def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -44,10 +52,24 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": args.data_dir,
         "output": args.output,
         "threads": args.threads,
+        "verifiers": args.verifier,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.task_arg:
-        values["task_options"] = {**values.get("task_options", {}), **_task_options(args.task_arg)}
+        values["task_options"] = {**values.get("task_options", {}), **_pairs(args.task_arg, "--task-arg")}
+    if args.runner_arg:
+        values["runner_options"] = {
+            **values.get("runner_options", {}),
+            **_pairs(args.runner_arg, "--runner-arg"),
+        }
+    for flag, field in (("strategy_arg", "strategy_options"), ("verifier_arg", "verifier_options")):
+        for key, value in _pairs(getattr(args, flag) or [], "--" + flag.replace("_", "-")).items():
+            owner, dot, option = key.partition(".")
+            if not dot:
+                raise UserError(
+                    f"--{flag.replace('_', '-')}: '{key}' must be NAME.OPTION=VALUE, e.g. beam-search.beam_width=4"
+                )
+            values.setdefault(field, {}).setdefault(owner, {})[option] = _scalar(value)
     return values
 
 
@@ -55,9 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = build_spec(_spec_values(args), args.config or "command line")
     prepared = prepare(spec)
     runner = plugins.runners.get(prepared.spec.runner)(
-        model=prepared.spec.model, threads=prepared.spec.threads
+        model=prepared.spec.model, threads=prepared.spec.threads, **prepared.spec.runner_options
     )
     info = runner.info()
+    verifiers = build_verifiers(prepared, runner)
     path = output_path(prepared.spec, RESULTS_ROOT)
     folder = RunFolder.open(path, prepared.spec.to_yaml())
     done = len(folder.done_ids())
@@ -70,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             total=total, initial=done, unit="problem", desc=f"run {prepared.run_id}", file=sys.stderr
         )
     try:
-        generate_all(prepared, runner, folder, progress.update if progress else (lambda _: None))
+        generate_all(prepared, runner, verifiers, folder, progress.update if progress else (lambda _: None))
     except BaseException:
         folder.remove_if_empty()
         raise
@@ -78,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if progress:
             progress.close()
         runner.close()
-    metric_data, perf = finish(prepared, info, folder)
+    metric_data, perf = finish(prepared, info, verifiers, folder)
     print(table(metric_data, perf))
     if done:
         print(f"resumed: {done} of {total} problems were already done")
@@ -91,6 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "tasks": plugins.tasks,
         "runners": plugins.runners,
         "strategies": plugins.strategies,
+        "verifiers": plugins.verifiers,
     }
     registry = registries[args.what]
     width = max(len(e.name) for e in registry.entries())
@@ -110,6 +134,83 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_processbench(args: argparse.Namespace) -> int:
+    import json
+
+    from tsbench.data import resolve_data_dir
+    from tsbench.processbench import FIXTURE_DIR, SUBSETS, evaluate_process_verifier, load_processbench
+
+    subsets = [s.strip() for s in args.subsets.split(",")] if args.subsets else list(SUBSETS)
+    unknown = [s for s in subsets if s not in SUBSETS]
+    if unknown:
+        raise UserError(f"--subsets: unknown subset {unknown[0]}; choose from {', '.join(SUBSETS)}")
+    if args.data_dir:
+        folder = Path(args.data_dir)
+    else:
+        root = resolve_data_dir(None)
+        shared = Path(root) / "processbench" if root else None
+        folder = shared if shared and shared.is_dir() else FIXTURE_DIR
+        if folder == FIXTURE_DIR:
+            subsets = [s for s in subsets if (FIXTURE_DIR / f"{s}.json").is_file()]
+    limit = _positive_int(args.limit, "--limit") if args.limit else None
+    items = load_processbench(folder, subsets, limit)
+    runner = plugins.runners.get(args.runner)(
+        model=args.model, threads=args.threads, **_pairs(args.runner_arg or [], "--runner-arg")
+    )
+    options = {k: _scalar(v) for k, v in _pairs(args.verifier_arg or [], "--verifier-arg").items()}
+    verifier = plugins.verifiers.get(args.verifier)(runner, **options)
+    if not hasattr(verifier, "score_steps"):
+        raise UserError(
+            f"--verifier {args.verifier} scores whole solutions only; ProcessBench needs a process verifier such as llm-judge"
+        )
+    try:
+        result = evaluate_process_verifier(verifier, None, items, args.threshold)
+    finally:
+        runner.close()
+    rows = [
+        [
+            name,
+            m["erroneous"],
+            m["correct"],
+            _pct(m["error_accuracy"]),
+            _pct(m["correct_accuracy"]),
+            _pct(m["f1"]),
+        ]
+        for name, m in result["subsets"].items()
+    ]
+    from tabulate import tabulate
+
+    print(
+        f"ProcessBench from {folder}: verifier {args.verifier} on {args.runner}, threshold {args.threshold}"
+    )
+    print(tabulate(rows, headers=["subset", "erroneous", "correct", "error acc", "correct acc", "F1"]))
+    print(f"average F1: {_pct(result['average_f1'])}; verifier tokens {result['verifier_tokens']}")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+        print(f"predictions: {args.output}")
+    return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _positive_int(value: str, flag: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UserError(f"{flag}: '{value}' is not a positive whole number; write e.g. {flag} 20")
+    return number
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tsbench.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="tsbench", description="Benchmark LLM test-time scaling at matched compute."
@@ -121,6 +222,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option, e.g. levels=1,2")
     run.add_argument("--strategy", help="comma-separated strategies (default greedy,majority,pass@k)")
     run.add_argument("--budget", help="comma-separated sample budgets (default 1,2,4,8,16)")
+    run.add_argument("--verifier", help="comma-separated verifiers for strategies that need one")
+    run.add_argument(
+        "--strategy-arg", action="append", metavar="S.KEY=VALUE", help="e.g. beam-search.beam_width=2"
+    )
+    run.add_argument(
+        "--verifier-arg", action="append", metavar="V.KEY=VALUE", help="e.g. rollout-value.rollouts=4"
+    )
+    run.add_argument(
+        "--runner-arg", action="append", metavar="KEY=VALUE", help="e.g. base_url=http://127.0.0.1:8000/v1"
+    )
     run.add_argument("--limit", help="number of problems")
     run.add_argument("--seed", help="seed for problems and samples")
     run.add_argument("--runner", help="runner name (default llamacpp)")
@@ -136,11 +247,34 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="list tasks, runners or strategies")
-    lst.add_argument("what", choices=["tasks", "runners", "strategies"])
+    lst.add_argument("what", choices=["tasks", "runners", "strategies", "verifiers"])
     lst.set_defaults(func=cmd_list)
     rep = sub.add_parser("report", help="print the table of a finished run folder")
     rep.add_argument("run", help="run folder, e.g. results/<run-id>")
     rep.set_defaults(func=cmd_report)
+    pb = sub.add_parser("processbench", help="score a process verifier on ProcessBench (first wrong step)")
+    pb.add_argument("--verifier", default="llm-judge", help="a process verifier (default llm-judge)")
+    pb.add_argument("--verifier-arg", action="append", metavar="KEY=VALUE", help="verifier option")
+    pb.add_argument("--runner", default="llamacpp", help="runner that hosts the verifier's model")
+    pb.add_argument("--runner-arg", action="append", metavar="KEY=VALUE", help="runner option")
+    pb.add_argument("--model", help="model path or id (default: the runner's embedded default)")
+    pb.add_argument("--threads", type=int, help="CPU threads for CPU runners")
+    pb.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        help="folder with ProcessBench's <subset>.json (default $TSBENCH_DATA_DIR/processbench, else the shipped 6-item fixture)",
+    )
+    pb.add_argument("--subsets", help="comma-separated subsets (default all four)")
+    pb.add_argument("--limit", help="first N items per subset")
+    pb.add_argument("--threshold", type=float, default=0.5, help="a step scored below it is predicted wrong")
+    pb.add_argument("--output", help="write metrics and per-item predictions as JSON here")
+    pb.set_defaults(func=cmd_processbench)
+    bench = sub.add_parser(
+        "bench",
+        help="throughput and latency of a runner under a sampling workload (see `tsbench bench -- --help`)",
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of python -m tsbench.bench")
+    bench.set_defaults(func=cmd_bench)
     return top
 
 

@@ -72,7 +72,9 @@ def _load_local(task: str, source: DataSource, folder: Path) -> LoadedRows:
             loaded = json.loads(text)
             rows = loaded if isinstance(loaded, list) else list(loaded.values())
     except json.JSONDecodeError as exc:
-        raise UserError(f"task {task}: {path} is not valid JSON ({exc}); replace it with the original file") from None
+        raise UserError(
+            f"task {task}: {path} is not valid JSON ({exc}); replace it with the original file"
+        ) from None
     return LoadedRows(rows, hashlib.sha256(raw).hexdigest(), str(path))
 
 
@@ -93,7 +95,9 @@ def _load_hub(task: str, source: DataSource) -> LoadedRows:
         dataset = datasets.load_dataset(source.hub_path, source.hub_name, split=source.hub_split)
     except Exception as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"task {task}: could not load {source.hub_path} from the hub ({first_line}); {fix}") from None
+        raise UserError(
+            f"task {task}: could not load {source.hub_path} from the hub ({first_line}); {fix}"
+        ) from None
     rows = [dict(row) for row in dataset]
     digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
     return LoadedRows(rows, digest, f"hub:{source.hub_path}/{source.hub_split}")

@@ -16,3 +16,4 @@ tasks: Registry[TaskFactory] = Registry(
 )
 runners: Registry[RunnerFactory] = Registry("runner", "tsbench.runners", ("tsbench.runners.catalog",))
 strategies: Registry[Any] = Registry("strategy", "tsbench.strategies", ("tsbench.strategies",))
+verifiers: Registry[Any] = Registry("verifier", "tsbench.verifiers", ("tsbench.verifiers",))

@@ -5,6 +5,7 @@ Layout of results/<run-id>/:
   samples.jsonl      one line per sample: prompt, text, answer, grade, tokens, seed, finish reason
   problems.jsonl     one line per problem: score and spend per strategy x budget
   timings.jsonl      wall-clock per sample and per problem (kept apart: timings never repeat exactly)
+  traces.jsonl       search strategies' trees, one line per problem x strategy x budget
   metrics.json       accuracy with 95% CI and compute per strategy x budget (written at the end)
   performance.json   tokens/s and latency percentiles (written at the end)
   provenance.json    versions, hashes, hardware
@@ -24,7 +25,7 @@ from typing import Any
 
 from tsbench.errors import UserError
 
-SAMPLES, PROBLEMS, TIMINGS = "samples.jsonl", "problems.jsonl", "timings.jsonl"
+SAMPLES, PROBLEMS, TIMINGS, TRACES = "samples.jsonl", "problems.jsonl", "timings.jsonl", "traces.jsonl"
 METRICS, PERFORMANCE, PROVENANCE, SPEC = "metrics.json", "performance.json", "provenance.json", "spec.yaml"
 
 
@@ -83,7 +84,7 @@ class RunFolder:
 
     def _drop_unfinished(self) -> None:
         done = self.done_ids()
-        for name in (PROBLEMS, SAMPLES, TIMINGS):
+        for name in (PROBLEMS, SAMPLES, TIMINGS, TRACES):
             file = self.path / name
             if not file.exists():
                 continue
@@ -102,10 +103,13 @@ class RunFolder:
         problems: list[dict[str, Any]],
         samples: list[dict[str, Any]],
         timings: list[dict[str, Any]],
+        traces: list[dict[str, Any]] | None = None,
     ) -> None:
         """Append finished problems; their problems.jsonl lines go last, as the commit mark."""
         self._append(SAMPLES, samples)
         self._append(TIMINGS, timings)
+        if traces:
+            self._append(TRACES, traces)
         self._append(PROBLEMS, problems)
 
     def problems(self) -> list[dict[str, Any]]:

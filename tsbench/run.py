@@ -1,11 +1,12 @@
-"""The run loop: spec -> task problems -> runner samples -> strategy scores and spend -> records."""
+"""The run loop: spec -> task problems -> runner samples -> strategies (with verifiers) -> records."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import time
 from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,15 +16,16 @@ import numpy as np
 from tsbench import plugins, provenance
 from tsbench.contracts import GenerationRequest, GenerationResult, Problem, Runner, RunnerInfo, Task
 from tsbench.errors import UserError
-from tsbench.ledger import policy_spend
+from tsbench.ledger import Spend, policy_spend
 from tsbench.records import METRICS, PERFORMANCE, PROVENANCE, RunFolder
 from tsbench.report import metrics, performance
 from tsbench.spec import NOT_IN_RUN_ID, RunSpec
 from tsbench.stats import expected_max_of_subset
-from tsbench.strategies.base import PoolStrategy, Sample
+from tsbench.strategies.base import Sample, SearchBudget
 
 DEFAULT_MAX_TOKENS = 256
 SEQUENCES_PER_GROUP = 32  # problems are generated in fixed groups of about this many sequences
+POOLS = ("greedy", "sampled")
 
 
 def stable_int(*parts: object) -> int:
@@ -43,6 +45,22 @@ def resolve_task(spec: RunSpec) -> Task:
     return factory(**spec.task_options)
 
 
+def needs_verifier(strategy: Any) -> bool:
+    return strategy.pool == "search" or bool(getattr(strategy, "needs_verifier", False))
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row family of the table: a strategy, with the verifier it consults if any."""
+
+    strategy: Any
+    verifier: str | None
+
+    @property
+    def key(self) -> str:
+        return self.strategy.name if self.verifier is None else f"{self.strategy.name}/{self.verifier}"
+
+
 @dataclass
 class Prepared:
     """A validated run, ready to generate: everything that can fail on bad input has been tried."""
@@ -50,41 +68,109 @@ class Prepared:
     spec: RunSpec
     task: Task
     problems: list[Problem]
-    strategies: list[PoolStrategy]
+    arms: list[Arm]
     data_sha256: str
 
     @property
     def run_id(self) -> str:
         return self.spec.run_id()
 
+    @property
+    def pools(self) -> list[str]:
+        return [pool for pool in POOLS if any(a.strategy.pool == pool for a in self.arms)]
+
+
+def _build_strategy(spec: RunSpec, name: str) -> Any:
+    factory = plugins.strategies.get(name)
+    options = spec.strategy_options.get(name, {})
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise UserError(
+            f"strategy_options.{name}: {exc}; see the strategy's docstring for its options"
+        ) from None
+
 
 def prepare(spec: RunSpec) -> Prepared:
-    """Resolve the task, its problems and the strategies; fill the task's default max_tokens."""
+    """Resolve task, problems, strategies and verifier names; fill the task's default max_tokens."""
     task = resolve_task(spec)
-    strategies = [plugins.strategies.get(name)() for name in spec.strategies]
+    for name in spec.verifiers:
+        plugins.verifiers.get(name)
+    arms: list[Arm] = []
+    for name in spec.strategies:
+        strategy = _build_strategy(spec, name)
+        if not needs_verifier(strategy):
+            arms.append(Arm(strategy, None))
+        elif not spec.verifiers:
+            raise UserError(
+                f"strategy {name} needs a verifier; pass --verifier NAME (see `tsbench list verifiers`)"
+            )
+        else:
+            arms += [Arm(strategy, verifier) for verifier in spec.verifiers]
     problems = task.load(spec.limit, spec.seed, spec.data_dir)
     if not problems:
         raise UserError(f"task {spec.task} has no problems to run; check its data file and --limit")
     task_generation = getattr(task, "generation", None) or {}
     spec = replace(spec, max_tokens=spec.max_tokens or task_generation.get("max_tokens", DEFAULT_MAX_TOKENS))
     canonical = json.dumps([[p.id, p.question, p.reference, p.metadata] for p in problems], sort_keys=True)
-    return Prepared(spec, task, problems, strategies, hashlib.sha256(canonical.encode()).hexdigest())
+    return Prepared(spec, task, problems, arms, hashlib.sha256(canonical.encode()).hexdigest())
 
 
-def _requests(prepared: Prepared, problem: Problem, pools: AbstractSet[str]) -> list[GenerationRequest]:
+def build_verifiers(prepared: Prepared, runner: Runner) -> dict[str, Any]:
+    """Build the verifiers the arms consult, on the policy runner (llm-judge and rollouts use it).
+
+    Step-wise searches need a process verifier: their pairings with outcome-only verifiers are
+    dropped, and a search left with none is an input error.
+    """
+    names = sorted({a.verifier for a in prepared.arms if a.verifier is not None})
+    built = {
+        name: plugins.verifiers.get(name)(runner, **prepared.spec.verifier_options.get(name, {}))
+        for name in names
+    }
+    kept = [
+        a
+        for a in prepared.arms
+        if a.strategy.pool != "search" or hasattr(built[a.verifier or ""], "score_steps")
+    ]
+    for name in prepared.spec.strategies:
+        if any(a.strategy.name == name for a in prepared.arms) and not any(
+            a.strategy.name == name for a in kept
+        ):
+            raise UserError(
+                f"strategy {name} searches step by step and needs a process verifier, but "
+                f"{', '.join(names)} score whole solutions only; add e.g. --verifier llm-judge"
+            )
+    prepared.arms = kept
+    return built
+
+
+def _requests(prepared: Prepared, problem: Problem) -> list[GenerationRequest]:
     spec = prepared.spec
     messages = tuple((m["role"], m["content"]) for m in prepared.task.messages(problem))
     requests = []
-    if "greedy" in pools:
-        seeds: tuple[int, ...] = (stable_int(spec.seed, problem.id, "greedy", 0),)
-        requests.append(GenerationRequest(messages, 1, 0.0, 1.0, spec.max_tokens or 0, (), seeds, 0))
-    if "sampled" in pools:
-        n = max(spec.budgets)
-        seeds = tuple(stable_int(spec.seed, problem.id, "sampled", i) for i in range(n))
+    for pool in prepared.pools:
+        n = 1 if pool == "greedy" else max(spec.budgets)
+        temperature, top_p = (0.0, 1.0) if pool == "greedy" else (spec.temperature, spec.top_p)
+        seeds = tuple(stable_int(spec.seed, problem.id, pool, i) for i in range(n))
         requests.append(
-            GenerationRequest(messages, n, spec.temperature, spec.top_p, spec.max_tokens or 0, (), seeds, 0)
+            GenerationRequest(messages, n, temperature, top_p, spec.max_tokens or 0, (), seeds, 0)
         )
     return requests
+
+
+@dataclass
+class PoolOutcome:
+    """A problem's pool of samples, graded, with each verifier's scores and spend per sample."""
+
+    request: GenerationRequest
+    result: GenerationResult
+    samples: list[Sample]
+    scores: dict[str, list[float]]
+    verifier_spend: dict[str, Spend]  # per sample
+
+    @property
+    def mean_generated(self) -> float:
+        return sum(s.generated_tokens for s in self.samples) / len(self.samples)
 
 
 def _graded(task: Task, problem: Problem, result: GenerationResult) -> list[Sample]:
@@ -92,56 +178,94 @@ def _graded(task: Task, problem: Problem, result: GenerationResult) -> list[Samp
     for index, completion in enumerate(result.completions):
         answer = task.extract(completion.text)
         lp = completion.logprobs
-        samples.append(
-            Sample(
-                index,
-                answer,
-                task.grade(answer, problem),
-                completion.tokens,
-                (sum(lp) / len(lp)) if lp else None,
-            )
-        )
+        mean_lp = (sum(lp) / len(lp)) if lp else None
+        samples.append(Sample(index, answer, task.grade(answer, problem), completion.tokens, mean_lp))
     return samples
 
 
-def _score_problem(
+def _verify(verifier: Any, problem: Problem, task: Task, texts: list[str], samples: list[Sample]) -> Any:
+    """Score a pool; verifiers that read the policy's own logprobs get them alongside the text."""
+    if "mean_logprobs" in inspect.signature(verifier.score).parameters:
+        return verifier.score(problem, task, texts, mean_logprobs=[s.mean_logprob for s in samples])
+    return verifier.score(problem, task, texts)
+
+
+def _pool_outcome(
     prepared: Prepared,
-    info: RunnerInfo,
     problem: Problem,
-    pools: dict[str, tuple[GenerationResult, list[Sample]]],
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per strategy x budget: expected accuracy and spend (records), expected latency (timings)."""
-    results: dict[str, dict[str, Any]] = {}
-    latency: dict[str, dict[str, tuple[float, float]]] = {}
-    for strategy in prepared.strategies:
-        result, samples = pools[strategy.pool]
-        n = len(samples)
-        mean_generated = sum(s.generated_tokens for s in samples) / n
+    request: GenerationRequest,
+    result: GenerationResult,
+    verifiers: dict[str, Any],
+) -> PoolOutcome:
+    samples = _graded(prepared.task, problem, result)
+    scores: dict[str, list[float]] = {}
+    spend: dict[str, Spend] = {}
+    if request.temperature > 0:  # verifiers rank the sampled pool; greedy has one sample to pick
+        texts = [c.text for c in result.completions]
+        for name, verifier in verifiers.items():
+            scored = _verify(verifier, problem, prepared.task, texts, samples)
+            scores[name] = [round(float(s), 6) for s in scored.scores]
+            n = len(texts)
+            spend[name] = Spend(verifier_tokens=scored.spend.tokens / n, flops=scored.spend.flops / n)
+    return PoolOutcome(request, result, samples, scores, spend)
+
+
+def _score_pool_arm(
+    prepared: Prepared, info: RunnerInfo, problem: Problem, arm: Arm, pool: PoolOutcome
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
+    """Expected accuracy and spend at every budget, from the problem's one pool."""
+    strategy, n = arm.strategy, len(pool.samples)
+    samples = pool.samples
+    if arm.verifier is not None:
+        samples = [replace(s, score=v) for s, v in zip(samples, pool.scores[arm.verifier], strict=True)]
+    computed = pool.result.prompt_tokens_computed
+    results, latency = {}, {}
+    for k in strategy.budgets(prepared.spec.budgets):
+        rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, arm.key, k))
         # The engine evaluated the prompt once for the whole pool where it shares prefixes.
-        prompt_per_sample = result.prompt_tokens_computed / n
-        results[strategy.name], latency[strategy.name] = {}, {}
-        for k in strategy.budgets(prepared.spec.budgets):
-            rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, strategy.name, k))
-            prompt = result.prompt_tokens_computed if info.prefix_sharing else prompt_per_sample * k
-            spend = policy_spend(info.parameters, k, prompt, mean_generated * k)
-            accuracy = strategy.expected_accuracy(samples, k, rng)
-            results[strategy.name][str(k)] = {"accuracy": round(accuracy, 6), "spend": spend.as_dict()}
-            seconds = expected_max_of_subset([c.latency_s for c in result.completions], k)
-            latency[strategy.name][str(k)] = (round(seconds, 4), round(mean_generated * k, 2))
-    record = {
-        "problem_id": problem.id,
-        "reference": problem.reference,
-        "metadata": problem.metadata,
-        "messages": prepared.task.messages(problem),
-        "results": results,
-    }
-    return record, latency
+        prompt = computed if info.prefix_sharing else computed / n * k
+        spend = policy_spend(info.parameters, k, prompt, pool.mean_generated * k)
+        if arm.verifier is not None:
+            per_sample = pool.verifier_spend[arm.verifier]
+            spend = spend + Spend(verifier_tokens=per_sample.verifier_tokens * k, flops=per_sample.flops * k)
+        accuracy = strategy.expected_accuracy(samples, k, rng)
+        results[str(k)] = {"accuracy": round(accuracy, 6), "spend": spend.as_dict()}
+        seconds = expected_max_of_subset([c.latency_s for c in pool.result.completions], k)
+        latency[str(k)] = (round(seconds, 4), round(pool.mean_generated * k, 2))
+    return results, latency
 
 
-def _sample_records(
-    problem: Problem, pool: str, result: GenerationResult, samples: list[Sample], req: GenerationRequest
-) -> list[dict[str, Any]]:
-    prompt = req.messages[-1][1]
+def _run_search_arm(
+    prepared: Prepared,
+    runner: Runner,
+    verifiers: dict[str, Any],
+    problem: Problem,
+    arm: Arm,
+    sampled: PoolOutcome | None,
+) -> tuple[dict[str, Any], dict[str, tuple[float, float]], list[dict[str, Any]]]:
+    """Run a search once per budget, matched to the sampled pool's generated tokens at that k."""
+    per_sample = sampled.mean_generated if sampled else float(prepared.spec.max_tokens or DEFAULT_MAX_TOKENS)
+    verifier = verifiers[arm.verifier or ""]
+    results, latency, traces = {}, {}, []
+    for k in arm.strategy.budgets(prepared.spec.budgets):
+        rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, arm.key, k))
+        budget = SearchBudget(samples=k, generated_tokens=per_sample * k)
+        started = time.perf_counter()
+        attempt = arm.strategy.solve(problem, prepared.task, runner, verifier, budget, rng)
+        seconds = time.perf_counter() - started
+        correct = prepared.task.grade(attempt.answer, problem)
+        results[str(k)] = {
+            "accuracy": float(correct),
+            "answer": attempt.answer,
+            "spend": attempt.spend.as_dict(),
+        }
+        latency[str(k)] = (round(seconds, 4), round(attempt.spend.generated_tokens, 2))
+        traces.append({"problem_id": problem.id, "arm": arm.key, "k": k, "trace": attempt.trace})
+    return results, latency, traces
+
+
+def _sample_records(problem: Problem, pool: str, outcome: PoolOutcome) -> list[dict[str, Any]]:
+    req, result = outcome.request, outcome.result
     return [
         {
             "problem_id": problem.id,
@@ -149,7 +273,7 @@ def _sample_records(
             "index": s.index,
             "seed": c.seed,
             "temperature": req.temperature,
-            "prompt": prompt,
+            "prompt": req.messages[-1][1],
             "text": c.text,
             "answer": s.answer,
             "correct": s.correct,
@@ -157,74 +281,98 @@ def _sample_records(
             "generated_tokens": c.tokens,
             "finish_reason": c.finish_reason,
             "mean_logprob": None if s.mean_logprob is None else round(s.mean_logprob, 6),
+            "scores": {name: scores[s.index] for name, scores in outcome.scores.items()},
         }
-        for s, c in zip(samples, result.completions, strict=True)
+        for s, c in zip(outcome.samples, result.completions, strict=True)
     ]
 
 
 def groups(problems: Sequence[Problem], sequences_per_problem: int) -> list[list[Problem]]:
     """Fixed groups by position, so a resumed run batches exactly as an uninterrupted one."""
-    size = max(1, SEQUENCES_PER_GROUP // sequences_per_problem)
+    size = max(1, SEQUENCES_PER_GROUP // max(1, sequences_per_problem))
     return [list(problems[i : i + size]) for i in range(0, len(problems), size)]
 
 
 def generate_all(
     prepared: Prepared,
     runner: Runner,
+    verifiers: dict[str, Any],
     folder: RunFolder,
     on_problem_done: Callable[[int], None] = lambda _: None,
 ) -> int:
     """Generate and record every problem the folder does not hold yet; returns how many."""
     info = runner.info()
-    pools = {s.pool for s in prepared.strategies}
-    per_problem = (1 if "greedy" in pools else 0) + (max(prepared.spec.budgets) if "sampled" in pools else 0)
+    pools = prepared.pools
+    per_problem = sum(1 if pool == "greedy" else max(prepared.spec.budgets) for pool in pools)
     done = folder.done_ids()
     generated = 0
     for group in groups(prepared.problems, per_problem):
         todo = [p for p in group if p.id not in done]
         if not todo:
             continue
-        requests = [_requests(prepared, p, pools) for p in todo]
+        requests = [_requests(prepared, p) for p in todo]
         flat = [r for rs in requests for r in rs]
-        results = runner.generate(flat)
-        group_wall = max(r.total_s for r in results)
-        problem_records, sample_records, timing_records = [], [], []
-        cursor = 0
+        generated_results = runner.generate(flat) if flat else []
+        # The engine's wall time for the group's pools: what tokens/s is measured over.
+        engine_s = max((r.total_s for r in generated_results), default=0.0)
+        results = iter(generated_results)
+        problem_records, sample_records, timing_records, traces = [], [], [], []
         for problem, reqs in zip(todo, requests, strict=True):
-            by_pool: dict[str, tuple[GenerationResult, list[Sample]]] = {}
-            for pool, req in zip(sorted(pools), reqs, strict=True):
-                result = results[cursor]
-                cursor += 1
-                samples = _graded(prepared.task, problem, result)
-                by_pool[pool] = (result, samples)
-                sample_records += _sample_records(problem, pool, result, samples, req)
-            record, latency = _score_problem(prepared, info, problem, by_pool)
-            problem_records.append(record)
-            tokens = sum(c.tokens for r, _ in by_pool.values() for c in r.completions)
+            outcomes = {
+                pool: _pool_outcome(prepared, problem, req, next(results), verifiers)
+                for pool, req in zip(pools, reqs, strict=True)
+            }
+            for pool, outcome in outcomes.items():
+                sample_records += _sample_records(problem, pool, outcome)
+            scored: dict[str, Any] = {}
+            latency: dict[str, Any] = {}
+            for arm in prepared.arms:
+                if arm.strategy.pool == "search":
+                    found = _run_search_arm(
+                        prepared, runner, verifiers, problem, arm, outcomes.get("sampled")
+                    )
+                    scored[arm.key], latency[arm.key], arm_traces = found
+                    traces += arm_traces
+                else:
+                    outcome = outcomes[arm.strategy.pool]
+                    scored[arm.key], latency[arm.key] = _score_pool_arm(prepared, info, problem, arm, outcome)
+            problem_records.append(
+                {
+                    "problem_id": problem.id,
+                    "reference": problem.reference,
+                    "metadata": problem.metadata,
+                    "messages": prepared.task.messages(problem),
+                    "results": scored,
+                }
+            )
+            pool_tokens = sum(c.tokens for o in outcomes.values() for c in o.result.completions)
             timing_records.append(
                 {
                     "problem_id": problem.id,
                     "latency": latency,
-                    "generated_tokens": tokens,
-                    "group_share_s": round(group_wall / len(todo), 4),
+                    "generated_tokens": pool_tokens,
+                    "group_share_s": round(engine_s / len(todo), 4),
                     "samples_s": {
-                        pool: [round(c.latency_s, 4) for c in r.completions]
-                        for pool, (r, _) in by_pool.items()
+                        pool: [round(c.latency_s, 4) for c in o.result.completions]
+                        for pool, o in outcomes.items()
                     },
                 }
             )
-        folder.commit(problem_records, sample_records, timing_records)
+        folder.commit(problem_records, sample_records, timing_records, traces)
         generated += len(todo)
         on_problem_done(len(todo))
     return generated
 
 
 def finish(
-    prepared: Prepared, runner_info: RunnerInfo, folder: RunFolder
+    prepared: Prepared, runner_info: RunnerInfo, verifiers: dict[str, Any], folder: RunFolder
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write metrics, performance and provenance; the metrics file marks the run complete."""
-    order = list(prepared.spec.strategies)
-    oracles = {s.name for s in prepared.strategies if s.oracle}
+    order = [arm.key for arm in prepared.arms]
+    # An arm is an oracle if its strategy or its verifier reads the reference answer.
+    oracles = {
+        a.key for a in prepared.arms if a.strategy.oracle or (a.verifier and verifiers[a.verifier].oracle)
+    }
     metric_data = metrics(folder.problems(), order, oracles)
     metric_data["run_id"] = prepared.run_id
     perf = performance(folder.timings())

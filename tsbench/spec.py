@@ -30,6 +30,10 @@ class RunSpec:
         runner: runner name.
         model: model path or id; None for the runner's default.
         strategies: strategy names.
+        verifiers: verifier names; strategies that need a verifier run once with each.
+        strategy_options: strategy name -> options for its constructor (e.g. beam width).
+        verifier_options: verifier name -> options for its factory.
+        runner_options: options for the runner factory (e.g. base_url for `openai`).
         budgets: sample budgets k; the sampled pool holds max(budgets) samples per problem.
         temperature, top_p: sampling settings of the sampled pool (greedy always uses 0).
         max_tokens: generation cap per sample; None for the task's default.
@@ -46,6 +50,10 @@ class RunSpec:
     model: str | None = None
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    verifiers: tuple[str, ...] = ()
+    strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verifier_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runner_options: dict[str, Any] = field(default_factory=dict)
     temperature: float = 0.7
     top_p: float = 0.95
     max_tokens: int | None = None
@@ -63,7 +71,8 @@ class RunSpec:
     def to_yaml(self) -> str:
         """The fields that decide results; `tsbench run -c` on this file reproduces the run."""
         data = self.identity()
-        data["strategies"], data["budgets"] = list(self.strategies), list(self.budgets)
+        for name in ("strategies", "budgets", "verifiers"):
+            data[name] = list(data[name])
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -128,8 +137,15 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
         clean["temperature"] = _number(clean["temperature"], f"{where}: temperature", 0.0, 5.0)
     if "top_p" in clean:
         clean["top_p"] = _number(clean["top_p"], f"{where}: top_p", 0.01, 1.0)
-    if "task_options" in clean and not isinstance(clean["task_options"], dict):
-        raise UserError(f"{where}: task_options must be a mapping, e.g. task_options: {{levels: '1,2'}}")
+    if "verifiers" in clean:
+        clean["verifiers"] = _names(clean["verifiers"])
+    for name in ("task_options", "runner_options", "strategy_options", "verifier_options"):
+        if name in clean and not isinstance(clean[name], dict):
+            raise UserError(f"{where}: {name} must be a mapping, e.g. {name}: {{key: value}}")
+    for name in ("strategy_options", "verifier_options"):
+        for key, value in clean.get(name, {}).items():
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: {name}.{key} must be a mapping of options, got {value!r}")
     for name in ("task", "runner", "model", "data_dir", "output"):
         if clean.get(name) is not None:
             clean[name] = str(clean[name])

@@ -1,5 +1,14 @@
 """Built-in strategies; each module registers one."""
 
-from . import greedy, majority, pass_at_k
+from . import beam_search, best_of_n, dvts, greedy, majority, mcts, pass_at_k, weighted_best_of_n
 
-__all__ = ["greedy", "majority", "pass_at_k"]
+__all__ = [
+    "beam_search",
+    "best_of_n",
+    "dvts",
+    "greedy",
+    "majority",
+    "mcts",
+    "pass_at_k",
+    "weighted_best_of_n",
+]

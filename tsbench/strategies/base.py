@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
+
+from tsbench.contracts import Problem, Runner, Task
+from tsbench.ledger import Spend
 
 Pool = Literal["greedy", "sampled"]
 
@@ -25,6 +28,7 @@ class Sample:
     correct: bool
     generated_tokens: int
     mean_logprob: float | None = None
+    score: float | None = None  # the outcome verifier's score, when the run has a verifier
 
 
 class PoolStrategy(Protocol):
@@ -41,3 +45,46 @@ class PoolStrategy(Protocol):
     def expected_accuracy(self, samples: Sequence[Sample], k: int, rng: np.random.Generator) -> float:
         """Expected correctness at budget k, estimated from the whole pool."""
         ...
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """What a search may spend on one problem.
+
+    Args:
+        samples: the samples-equivalent budget k (N in search-and-learn: beams or paths).
+        generated_tokens: policy tokens the search may generate; it stops at the first step that
+            reaches it, so it overshoots by at most one step.
+    """
+
+    samples: int
+    generated_tokens: float
+
+
+@dataclass
+class Attempt:
+    """A search's final answer, what it spent, and its trace (the tree, for tree searches)."""
+
+    answer: str | None
+    spend: Spend  # policy and verifier spend; verifier_tokens and its FLOPs included
+    trace: dict[str, Any]
+
+
+class SearchStrategy(Protocol):
+    """Spends a budget interactively with the runner and a verifier; runs once per budget."""
+
+    name: str
+    pool: Literal["search"]
+    oracle: bool
+
+    def budgets(self, requested: Sequence[int]) -> list[int]: ...
+
+    def solve(
+        self,
+        problem: Problem,
+        task: Task,
+        runner: Runner,
+        verifier: Any,
+        budget: SearchBudget,
+        rng: np.random.Generator,
+    ) -> Attempt: ...

@@ -1,0 +1,160 @@
+"""The verifier contract: two shapes, one ledger.
+
+An outcome verifier scores whole solutions; a process verifier scores each step of partial
+solutions. Both report what they spent, so the ledger can keep verifier tokens and FLOPs apart
+from the policy's while adding them into the total.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from tsbench.contracts import Problem, Task
+from tsbench.errors import UserError
+
+STEP_DELIMITER = "\n\n"
+
+
+@dataclass(frozen=True)
+class VerifierSpend:
+    tokens: float = 0.0  # tokens the verifier evaluated or generated
+    flops: float = 0.0
+
+    def __add__(self, other: VerifierSpend) -> VerifierSpend:
+        return VerifierSpend(self.tokens + other.tokens, self.flops + other.flops)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scores in [0, 1] (higher is better) and what producing them cost."""
+
+    scores: list[float]
+    spend: VerifierSpend
+
+
+@runtime_checkable
+class OutcomeVerifier(Protocol):
+    name: str
+    oracle: bool  # True when it reads the reference answer: an upper bound, labelled as such
+
+    def score(self, problem: Problem, task: Task, solutions: Sequence[str]) -> Scored:
+        """One score per whole solution."""
+        ...
+
+
+@runtime_checkable
+class ProcessVerifier(Protocol):
+    name: str
+    oracle: bool
+
+    def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        """For each partial solution (a list of steps), one score per step."""
+        ...
+
+
+def split_steps(text: str, delimiter: str = STEP_DELIMITER) -> list[str]:
+    """Steps of a solution; empty pieces dropped."""
+    return [step for step in text.split(delimiter) if step.strip()]
+
+
+# Helpers shared by the built-in verifiers, the search strategies and the ProcessBench evaluation.
+
+AGGREGATES = ("last", "min", "prod", "mean")
+
+
+def aggregate(scores: Sequence[float], how: str = "last") -> float:
+    """One number for a path from its step scores: the last, the weakest, their product or mean.
+
+    An empty path scores 0, so a path with no scored step never beats one that has any.
+    """
+    if how not in AGGREGATES:
+        raise ValueError(f"unknown aggregate '{how}'; use one of: {', '.join(AGGREGATES)}")
+    if not scores:
+        return 0.0
+    if how == "last":
+        return float(scores[-1])
+    if how == "min":
+        return float(min(scores))
+    if how == "mean":
+        return float(sum(scores) / len(scores))
+    product = 1.0
+    for score in scores:
+        product *= score
+    return product
+
+
+def join_steps(steps: Sequence[str], delimiter: str = STEP_DELIMITER) -> str:
+    return delimiter.join(steps)
+
+
+def score_paths(
+    verifier: object, problem: Problem, task: Task, paths: Sequence[Sequence[str]]
+) -> list[Scored]:
+    """Process scores of partial solutions, with a clear error for a verifier that has none."""
+    if not isinstance(verifier, ProcessVerifier):
+        name = getattr(verifier, "name", type(verifier).__name__)
+        raise ValueError(
+            f"verifier '{name}' scores whole solutions only; a step-wise search needs a process "
+            "verifier (llm-judge, rollout-value, oracle or an hf-reward PRM)"
+        )
+    return verifier.score_steps(problem, task, paths) if paths else []
+
+
+def total_spend(scored: Sequence[Scored]) -> VerifierSpend:
+    spent = VerifierSpend()
+    for item in scored:
+        spent = spent + item.spend
+    return spent
+
+
+def as_bool(value: object) -> bool:
+    """An option's truth value; options from the command line arrive as strings."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"'{value}' is not a truth value; use true or false")
+    return bool(value)
+
+
+def refuse_unknown(verifier: str, unknown: dict[str, object], known: str) -> None:
+    if unknown:
+        raise UserError(
+            f"verifier {verifier}: unknown option(s) {', '.join(sorted(unknown))}; it takes: {known}"
+        )
+
+
+def start_fresh(verifier: object) -> None:
+    """Make a memoising verifier forget, so that the next search pays for all its own calls.
+
+    llm-judge and rollout-value remember the current problem's step scores, so a search that
+    re-scores a path pays only for its new step; they define `reset()`, which each search calls
+    when it starts. Without it, a second search of the same problem would score for free.
+    """
+    reset = getattr(verifier, "reset", None)
+    if callable(reset):
+        reset()
+
+
+def score_solutions(
+    verifier: object,
+    problem: Problem,
+    task: Task,
+    solutions: Sequence[str],
+    mean_logprobs: Sequence[float | None] | None = None,
+) -> Scored:
+    """Outcome scores of whole solutions, handing the policy's mean logprobs to verifiers that take
+    them (self-certainty), with a clear error for a verifier that scores steps only."""
+    if not isinstance(verifier, OutcomeVerifier):
+        name = getattr(verifier, "name", type(verifier).__name__)
+        raise ValueError(
+            f"verifier '{name}' scores steps only; best-of-N needs an outcome verifier "
+            "(llm-judge, self-certainty, oracle, format-reward, accuracy-reward or hf-reward)"
+        )
+    if "mean_logprobs" in inspect.signature(verifier.score).parameters:
+        return verifier.score(problem, task, solutions, mean_logprobs=mean_logprobs)  # type: ignore[call-arg]
+    return verifier.score(problem, task, solutions)

@@ -1,0 +1,152 @@
+"""LLM-as-a-judge: a generative verifier on any runner, read from one token's logprobs.
+
+The judge is asked "Is this solution correct? Answer Yes or No." (outcome) or "Is the last step
+correct?" (process), decodes one greedy token with its top 20 alternatives, and the score is
+P(yes) / (P(yes) + P(no)), summed over the spellings of each word (" Yes", "Yes", "yes", ...).
+When neither word is among the alternatives the judge has said nothing: the score is 0.5.
+
+Spend: each question costs its prompt tokens (as the engine computed them) + 1 generated token,
+and forward_flops(judge parameters, those tokens). By default the judge is the policy runner.
+Process scoring asks one question per step prefix; answers are kept for the current problem, so
+a search that re-scores a path pays only for its new step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tsbench.contracts import GenerationRequest, Problem, Runner, Task
+from tsbench.ledger import forward_flops
+from tsbench.plugins import verifiers
+
+from .base import STEP_DELIMITER, Scored, VerifierSpend, join_steps, refuse_unknown
+
+SYSTEM = "You are a careful math teacher. You check students' solutions and answer only Yes or No."
+OUTCOME_PROMPT = (
+    "Problem:\n{question}\n\nSolution:\n{solution}\n\nIs this solution correct? Answer Yes or No."
+)
+PROCESS_PROMPT = (
+    "Problem:\n{question}\n\nSolution so far:\n{previous}\n\nLast step:\n{step}\n\n"
+    "Is the last step correct? Answer Yes or No."
+)
+TOP_LOGPROBS = 20
+
+
+def _word(token: str) -> str:
+    return token.strip().strip(".,!:;*\"'").lower()
+
+
+def p_yes(top: dict[str, float]) -> float:
+    """P(yes) normalised over yes and no, from one position's top alternatives; 0.5 if neither."""
+    yes = sum(math.exp(lp) for token, lp in top.items() if _word(token) == "yes")
+    no = sum(math.exp(lp) for token, lp in top.items() if _word(token) == "no")
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
+class LLMJudge:
+    """Outcome and process verifier: P(Yes) of a runner asked whether a solution (step) is right.
+
+    Args:
+        runner: the judge model (the policy runner by default).
+        system: the judge's system message.
+        outcome_prompt: template with {question} and {solution}.
+        process_prompt: template with {question}, {previous} (the steps before, or "(none)") and {step}.
+        delimiter: what joins steps into text.
+    """
+
+    name = "llm-judge"
+    oracle = False
+
+    def __init__(
+        self,
+        runner: Runner,
+        system: str = SYSTEM,
+        outcome_prompt: str = OUTCOME_PROMPT,
+        process_prompt: str = PROCESS_PROMPT,
+        delimiter: str = STEP_DELIMITER,
+    ) -> None:
+        self.runner = runner
+        self.system = system
+        self.outcome_prompt = outcome_prompt
+        self.process_prompt = process_prompt
+        self.delimiter = delimiter
+        self._parameters: int | None = None
+        self._cache_problem: str | None = None
+        self._cache: dict[tuple[str, ...], float] = {}
+
+    def _ask(self, questions: Sequence[str]) -> tuple[list[float], list[VerifierSpend]]:
+        """P(yes) and spend per question, all in one batched generate call."""
+        if not questions:
+            return [], []
+        if self._parameters is None:
+            self._parameters = self.runner.info().parameters
+        requests = [
+            GenerationRequest(
+                messages=(("system", self.system), ("user", question)),
+                n=1,
+                temperature=0.0,
+                max_tokens=1,
+                logprobs=TOP_LOGPROBS,
+            )
+            for question in questions
+        ]
+        probabilities, spends = [], []
+        for result in self.runner.generate(requests):
+            completion = result.completions[0]
+            top = completion.top_logprobs[0] if completion.top_logprobs else {}
+            probabilities.append(p_yes(top))
+            tokens = result.prompt_tokens_computed + 1
+            spends.append(VerifierSpend(tokens, forward_flops(self._parameters, tokens)))
+        return probabilities, spends
+
+    def score(self, problem: Problem, task: Task, solutions: Sequence[str]) -> Scored:
+        questions = [self.outcome_prompt.format(question=problem.question, solution=s) for s in solutions]
+        probabilities, spends = self._ask(questions)
+        return Scored(probabilities, sum(spends, VerifierSpend()))
+
+    def reset(self) -> None:
+        """Forget remembered step scores (a new search pays for its own)."""
+        self._cache_problem, self._cache = None, {}
+
+    def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        if problem.id != self._cache_problem:
+            self._cache_problem, self._cache = problem.id, {}
+        # Each new prefix is asked once; its cost goes to the first path that needed it.
+        new: dict[tuple[str, ...], int] = {}
+        for p, path in enumerate(steps):
+            for i in range(len(path)):
+                prefix = tuple(path[: i + 1])
+                if prefix not in self._cache and prefix not in new:
+                    new[prefix] = p
+        questions = [
+            self.process_prompt.format(
+                question=problem.question,
+                previous=join_steps(prefix[:-1], self.delimiter) or "(none)",
+                step=prefix[-1],
+            )
+            for prefix in new
+        ]
+        probabilities, spends = self._ask(questions)
+        owed = [VerifierSpend() for _ in steps]
+        for (prefix, owner), probability, spend in zip(new.items(), probabilities, spends, strict=True):
+            self._cache[prefix] = probability
+            owed[owner] = owed[owner] + spend
+        return [
+            Scored([self._cache[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
+            for p, path in enumerate(steps)
+        ]
+
+
+@verifiers.register("llm-judge", "P(Yes) of an LLM asked if a solution or step is correct (any runner)")
+def create(
+    runner: Runner,
+    system: str = SYSTEM,
+    outcome_prompt: str = OUTCOME_PROMPT,
+    process_prompt: str = PROCESS_PROMPT,
+    delimiter: str = STEP_DELIMITER,
+    **options: Any,
+) -> LLMJudge:
+    refuse_unknown("llm-judge", options, "system, outcome_prompt, process_prompt, delimiter")
+    return LLMJudge(runner, system, outcome_prompt, process_prompt, delimiter)

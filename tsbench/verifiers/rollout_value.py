@@ -1,0 +1,139 @@
+"""Monte Carlo rollout value of a partial solution (Math-Shepherd, Wang et al. 2024).
+
+From each prefix (steps 1..i) the policy completes the solution k times; the step's value is the
+fraction of those completions that reach the majority answer among them (how settled the outcome
+is), or, built with oracle=True, the fraction that reach the correct answer (Math-Shepherd's
+"soft estimation"; an oracle, since it reads the reference).
+
+Each prefix is sent as a continuation (the steps joined by the delimiter, plus one delimiter so the
+model starts the next step), so an engine with prefix caching reuses the problem's prompt. The
+answer is extracted from prefix + completion, since a prefix may already hold it.
+Spend: the rollouts' generated tokens plus the prompt tokens the engine computed, as verifier tokens.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tsbench.contracts import GenerationRequest, Problem, Runner, Task
+from tsbench.ledger import forward_flops
+from tsbench.plugins import verifiers
+
+from .base import STEP_DELIMITER, Scored, VerifierSpend, as_bool, join_steps, refuse_unknown
+
+
+def rollout_value(answers: Sequence[str | None], correct: Sequence[bool] | None = None) -> float:
+    """Fraction of rollouts at the majority answer (None never counts), or the correct fraction.
+
+    Args:
+        answers: the answer each rollout reached.
+        correct: whether each was graded correct; given for the oracle form.
+    """
+    if not answers:
+        return 0.0
+    if correct is not None:
+        return sum(correct) / len(answers)
+    votes = Counter(a for a in answers if a is not None)
+    return max(votes.values()) / len(answers) if votes else 0.0
+
+
+class RolloutValue:
+    """Process verifier: each step's value from k sampled completions of the solution so far.
+
+    Args:
+        runner: the policy that rolls out (the run's runner by default).
+        rollouts: completions per prefix (k).
+        temperature: sampling temperature of the rollouts.
+        max_tokens: cap per rollout.
+        oracle: score by the correct answer rather than the rollouts' majority.
+        delimiter: what joins steps into text.
+        seed: seeds of the rollouts are seed, seed + 1, ...; the same for every prefix.
+    """
+
+    name = "rollout-value"
+
+    def __init__(
+        self,
+        runner: Runner,
+        rollouts: int = 4,
+        temperature: float = 0.8,
+        max_tokens: int = 256,
+        oracle: bool = False,
+        delimiter: str = STEP_DELIMITER,
+        seed: int = 0,
+    ) -> None:
+        if rollouts < 1:
+            raise ValueError(f"rollouts must be at least 1, got {rollouts}")
+        self.runner = runner
+        self.rollouts = rollouts
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.oracle = oracle
+        self.delimiter = delimiter
+        self.seeds = tuple(range(seed, seed + rollouts))
+        self._parameters: int | None = None
+        self._cache_problem: str | None = None
+        self._cache: dict[tuple[str, ...], float] = {}
+
+    def reset(self) -> None:
+        """Forget remembered step scores (a new search pays for its own)."""
+        self._cache_problem, self._cache = None, {}
+
+    def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        if problem.id != self._cache_problem:
+            self._cache_problem, self._cache = problem.id, {}
+        if self._parameters is None:
+            self._parameters = self.runner.info().parameters
+        # Each new prefix is rolled out once; its cost goes to the first path that needed it.
+        new: dict[tuple[str, ...], int] = {}
+        for p, path in enumerate(steps):
+            for i in range(len(path)):
+                prefix = tuple(path[: i + 1])
+                if prefix not in self._cache and prefix not in new:
+                    new[prefix] = p
+        messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
+        prefixes = [join_steps(prefix, self.delimiter) + self.delimiter for prefix in new]
+        requests = [
+            GenerationRequest(
+                messages=messages,
+                n=self.rollouts,
+                temperature=self.temperature,
+                max_tokens=self.max_tokens,
+                seeds=self.seeds,
+                continuation=text,
+            )
+            for text in prefixes
+        ]
+        results = self.runner.generate(requests) if requests else []
+        owed = [VerifierSpend() for _ in steps]
+        for (prefix, owner), text, result in zip(new.items(), prefixes, results, strict=True):
+            answers = [task.extract(text + c.text) for c in result.completions]
+            correct = [task.grade(a, problem) for a in answers] if self.oracle else None
+            self._cache[prefix] = rollout_value(answers, correct)
+            tokens = result.prompt_tokens_computed + sum(c.tokens for c in result.completions)
+            owed[owner] = owed[owner] + VerifierSpend(tokens, forward_flops(self._parameters, tokens))
+        return [
+            Scored([self._cache[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
+            for p, path in enumerate(steps)
+        ]
+
+
+@verifiers.register(
+    "rollout-value", "Math-Shepherd value: share of k rollouts from a step reaching the majority answer"
+)
+def create(
+    runner: Runner,
+    rollouts: Any = 4,
+    temperature: Any = 0.8,
+    max_tokens: Any = 256,
+    oracle: Any = False,
+    delimiter: str = STEP_DELIMITER,
+    seed: Any = 0,
+    **options: Any,
+) -> RolloutValue:
+    refuse_unknown("rollout-value", options, "rollouts, temperature, max_tokens, oracle, delimiter, seed")
+    return RolloutValue(
+        runner, int(rollouts), float(temperature), int(max_tokens), as_bool(oracle), delimiter, int(seed)
+    )
