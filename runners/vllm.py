@@ -1,0 +1,387 @@
+"""vLLM runner: the in-process `vllm.LLM` engine, with automatic prefix caching on by default.
+
+Every sample is its own n=1 request carrying its own seed, and all of a batch's samples go into
+one `generate` call: vLLM schedules them together and its prefix cache serves the shared prompt,
+so a sample is reproducible on its own while the prompt is still evaluated about once. Sampling
+is vLLM's own (not runners/sampling.py): seeds reproduce within vLLM, not across engines.
+
+vLLM cannot read a GGUF on the CPU, so a GGUF (the embedded default included) runs from the plain
+model folder the hf runner writes once under the cache (runners/hf.py), beside a small folder of
+links whose config names the architecture, which vLLM needs and a GGUF-derived config lacks.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import struct
+import time
+from collections.abc import Sequence
+from math import prod
+from pathlib import Path
+from typing import Any
+
+from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
+from tsbench.errors import UserError
+from tsbench.provenance import file_sha256
+
+from .chat import render
+from .embedded import EMBEDDED_ID, embedded_gguf
+from .hf import cache_root, cached_gguf, save_gguf_cache
+
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+# -- model folders (shared with the sglang runner) ----------------------------------------------
+
+
+def _folder_from_gguf(path: Path, sha256: str) -> Path:
+    """The dequantized copy of a GGUF as a plain model folder, written once (see runners/hf.py)."""
+    cached = cached_gguf(sha256)
+    if cached is not None:
+        return cached
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(
+            f"model file {path} could not be read by transformers' GGUF reader ({exc}); pass a valid GGUF"
+        ) from None
+    save_gguf_cache(path, sha256, loaded)
+    cached = cached_gguf(sha256)
+    if cached is None:
+        raise UserError(
+            f"the converted copy of {path} could not be written under {cache_root()}; "
+            "set TSBENCH_CACHE to a writable folder"
+        )
+    return cached
+
+
+def _engine_folder(folder: Path, sha256: str) -> Path:
+    """Links to a converted GGUF's files, with a config that names the architecture.
+
+    transformers leaves `architectures` empty on a GGUF-loaded config, and vLLM picks its model
+    class from it. Older transformers (as vLLM may pin) read `rope_theta`, not `rope_parameters`.
+    """
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("architectures"):
+        return folder
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    architecture = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.get("model_type", ""))
+    if architecture is None:
+        raise UserError(f"model type {config.get('model_type')!r} of {folder} is not a causal LM")
+    config["architectures"] = [architecture]
+    rope = config.get("rope_parameters") or {}
+    if "rope_theta" not in config and "rope_theta" in rope:
+        config["rope_theta"] = rope["rope_theta"]
+    target = cache_root() / "engine-gguf" / sha256[:24]
+    target.mkdir(parents=True, exist_ok=True)
+    for item in folder.iterdir():
+        link = target / item.name
+        if item.name != "config.json" and not link.exists():
+            link.symlink_to(item)
+    staging = target / ".config.json.tmp"
+    staging.write_text(json.dumps(config, indent=1))
+    os.replace(staging, target / "config.json")
+    return target
+
+
+def model_folder(model: str | None) -> tuple[Path, str, str | None]:
+    """(model folder an engine can load, model id, sha256 of the GGUF it came from or None).
+
+    Args:
+        model: None for the embedded GGUF; a .gguf file (converted once); a local model folder.
+    """
+    if model is None:
+        path, model_id = embedded_gguf(), EMBEDDED_ID
+    else:
+        path = Path(model).expanduser()
+        model_id = path.name
+        if not path.exists():
+            raise UserError(
+                f"model {model} does not exist; pass a local model folder or .gguf file (nothing is downloaded)"
+            )
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise UserError(f"model folder {path} holds no config.json; pass a model folder")
+            return path, model_id, None
+        if path.suffix != ".gguf":
+            raise UserError(f"model {model} is neither a .gguf file nor a model folder; pass one of those")
+    sha256 = file_sha256(str(path))
+    return _engine_folder(_folder_from_gguf(path, sha256), sha256), model_id, sha256
+
+
+def folder_parameters(folder: Path) -> int:
+    """Parameters stored in a folder's safetensors files, read from their headers alone."""
+    total = 0
+    for file in sorted(folder.glob("*.safetensors")):
+        with file.open("rb") as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(length))
+        total += sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
+    return total
+
+
+def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """A request's prompt as token ids: the chat template's assistant opening plus the continuation.
+
+    Rendering to text and appending the continuation there (rather than sending an assistant
+    message) keeps the partial answer open, exactly as the llama.cpp and hf runners do.
+    """
+    messages = request.message_dicts()
+    if getattr(tokenizer, "chat_template", None):
+        text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    else:
+        text = render(None, messages)
+    text += request.continuation
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+    bos_id, bos_text = tokenizer.bos_token_id, tokenizer.bos_token or ""
+    if bos_id is not None and not (bos_text and text.startswith(bos_text)):
+        plain = tokenizer("a", add_special_tokens=True).input_ids
+        if plain and plain[0] == bos_id:  # the tokenizer adds a BOS that the rendered text lacks
+            ids.insert(0, int(bos_id))
+    return ids
+
+
+# -- the runner -----------------------------------------------------------------------------------
+
+
+class VLLMRunner:
+    """Generates with vLLM's offline engine in this process (CPU or one GPU).
+
+    Args:
+        model: None for the embedded GGUF; a .gguf file; a local model folder.
+        threads: CPU threads for vLLM's CPU backend (default: all this process may use).
+        prefix_caching: automatic prefix caching (vLLM's `enable_prefix_caching`).
+        dtype: bf16, fp16 or fp32; default fp32 on the CPU (bf16 ran 3x slower there), else the
+            model's own.
+        enforce_eager: skip graph compilation; default on the CPU, where compiling took 2 minutes
+            against 25 s for an eager start.
+        kv_cache_gib: KV cache size on the CPU (VLLM_CPU_KVCACHE_SPACE); kept small on shared hosts.
+        gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
+        max_model_len: context length the engine plans for.
+        max_num_seqs: most sequences decoded at once.
+        block_size: KV block size in tokens; the prefix cache shares whole blocks only, so a
+            small block lets short shared prompts hit the cache.
+        engine_options: passed to `vllm.LLM` as they are.
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        threads: int | None = None,
+        prefix_caching: bool = True,
+        dtype: str | None = None,
+        enforce_eager: bool | None = None,
+        kv_cache_gib: float = 1.0,
+        gpu_memory_utilization: float | None = None,
+        max_model_len: int = 4096,
+        max_num_seqs: int = 64,
+        block_size: int | None = 16,
+        **engine_options: Any,
+    ) -> None:
+        folder, self.model_id, self._sha256 = model_folder(model)
+        self.folder = folder
+        self.prefix_caching = prefix_caching
+        # The engine core runs in this process: no worker processes to spawn (which would need an
+        # `if __name__ == "__main__"` guard in every caller, pytest included) and no IPC per step.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+        if threads:
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}")
+        import vllm
+        from vllm.platforms import current_platform
+
+        self._vllm = vllm
+        self.on_cpu = bool(current_platform.is_cpu())
+        self.threads = threads or _available_cpus()
+        options: dict[str, Any] = {
+            "model": str(folder),
+            "tokenizer": str(folder),
+            "enable_prefix_caching": prefix_caching,
+            "max_model_len": max_model_len,
+            "max_num_seqs": max_num_seqs,
+            "seed": 0,
+            "disable_log_stats": False,  # keeps the prefix-cache counters that cache_stats() reads
+        }
+        if dtype is not None or self.on_cpu:
+            name = dtype or "fp32"
+            if name not in DTYPES:
+                raise UserError(f"dtype '{name}' is unknown; pass one of {', '.join(DTYPES)}")
+            options["dtype"] = DTYPES[name]
+        eager = self.on_cpu if enforce_eager is None else enforce_eager
+        options["enforce_eager"] = eager
+        if block_size:
+            options["block_size"] = block_size
+        if gpu_memory_utilization is not None and not self.on_cpu:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
+        options.update(engine_options)
+        self.llm: Any = vllm.LLM(**options)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.parameters = folder_parameters(folder)
+        self.last_stats: dict[str, float] = {}
+
+    def info(self) -> RunnerInfo:
+        if self.on_cpu:
+            device = f"cpu x{self.threads} threads"
+        else:
+            import torch
+
+            device = f"cuda {torch.cuda.get_device_name()}"
+        return RunnerInfo(
+            model_id=self.model_id,
+            parameters=self.parameters,
+            engine="vllm",
+            engine_version=f"vllm {self._vllm.__version__}",
+            device=device,
+            model_sha256=self._sha256,
+            prefix_sharing=True,
+        )
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self.llm = None
+        gc.collect()
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        return chat_prompt_ids(self.tokenizer, request)
+
+    def _params(self, request: GenerationRequest, seed: int) -> Any:
+        return self._vllm.SamplingParams(
+            n=1,
+            temperature=request.temperature,
+            top_p=request.top_p if request.temperature > 0 else 1.0,
+            max_tokens=request.max_tokens,
+            stop=list(request.stop) or None,
+            seed=seed,
+            logprobs=request.logprobs,
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        from vllm.inputs import TokensPrompt
+
+        prompts = [self.prompt_tokens(r) for r in requests]
+        jobs = [(i, s) for i, r in enumerate(requests) for s in range(r.n)]
+        inputs = [TokensPrompt(prompt_token_ids=prompts[i]) for i, _ in jobs]
+        params = [self._params(requests[i], requests[i].seed_for(s)) for i, s in jobs]
+        before = self.cache_stats()
+        started = time.monotonic()
+        outputs = self.llm.generate(inputs, params, use_tqdm=False) if jobs else []
+        total = time.monotonic() - started
+        completions: list[list[Completion]] = [[] for _ in requests]
+        computed = [0] * len(requests)
+        firsts: list[list[float]] = [[] for _ in requests]
+        cached_tokens = 0
+        for (i, s), output in zip(jobs, outputs, strict=True):
+            request = requests[i]
+            cached = int(getattr(output, "num_cached_tokens", 0) or 0)
+            cached_tokens += cached
+            computed[i] += len(prompts[i]) - cached
+            first, last = _request_times(output, started)
+            if first is not None:
+                firsts[i].append(min(first, total))
+            completions[i].append(
+                self._completion(output.outputs[0], request, request.seed_for(s), last, total)
+            )
+        after = self.cache_stats()
+        prompt_total = sum(len(prompts[i]) for i, _ in jobs)
+        self.last_stats = {
+            "requests": float(len(jobs)),
+            "prompt_tokens": float(prompt_total),
+            "cached_prompt_tokens": float(cached_tokens),
+            "prefix_hit_rate": cached_tokens / prompt_total if prompt_total else 0.0,
+            "total_s": total,
+        }
+        if before and after:
+            queries = after["queries"] - before["queries"]
+            self.last_stats["engine_prefix_queries"] = queries
+            self.last_stats["engine_prefix_hits"] = after["hits"] - before["hits"]
+        return [
+            GenerationResult(
+                completions=completions[i],
+                prompt_tokens=len(prompts[i]),
+                prompt_tokens_computed=computed[i],
+                total_s=total,
+                ttft_s=min(firsts[i]) if firsts[i] else None,
+            )
+            for i in range(len(requests))
+        ]
+
+    def _completion(
+        self, output: Any, request: GenerationRequest, seed: int, finished: float | None, total: float
+    ) -> Completion:
+        chosen: list[float] | None = None
+        top: list[dict[str, float]] | None = None
+        if request.logprobs is not None and output.logprobs is not None:
+            chosen, top = [], []
+            for token, position in zip(output.token_ids, output.logprobs, strict=True):
+                chosen.append(float(position[token].logprob))
+                ranked = sorted(position.items(), key=lambda item: item[1].rank or 0)
+                top.append(
+                    {
+                        self._piece(t, entry): float(entry.logprob)
+                        for t, entry in ranked
+                        if entry.rank is not None and entry.rank <= request.logprobs
+                    }
+                )
+        return Completion(
+            text=output.text,
+            tokens=len(output.token_ids),
+            finish_reason="length" if output.finish_reason == "length" else "stop",
+            seed=seed,
+            logprobs=chosen,
+            top_logprobs=top if request.logprobs else None,
+            latency_s=min(finished, total) if finished is not None and finished > 0 else total,
+        )
+
+    def _piece(self, token: int, entry: Any) -> str:
+        text = getattr(entry, "decoded_token", None)
+        return str(text) if text is not None else str(self.tokenizer.decode([token]))
+
+    def cache_stats(self) -> dict[str, float]:
+        """The engine's cumulative prefix-cache counters: queries, hits and their ratio (hit_rate).
+
+        Counted in tokens by vLLM's scheduler since the engine started; empty when this vLLM
+        build keeps no such metrics. `last_stats` holds the figures of the latest `generate`.
+        """
+        try:
+            metrics = self.llm.get_metrics()
+        except (AttributeError, AssertionError, RuntimeError):
+            return {}
+        values: dict[str, float] = {}
+        for metric in metrics:
+            name = getattr(metric, "name", "")
+            if name.endswith("prefix_cache_queries") or name.endswith("prefix_cache_queries_total"):
+                values["queries"] = values.get("queries", 0.0) + float(metric.value)
+            elif name.endswith("prefix_cache_hits") or name.endswith("prefix_cache_hits_total"):
+                values["hits"] = values.get("hits", 0.0) + float(metric.value)
+        if "queries" not in values or "hits" not in values:
+            return {}
+        values["hit_rate"] = values["hits"] / values["queries"] if values["queries"] else 0.0
+        return values
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _request_times(output: Any, started: float) -> tuple[float | None, float | None]:
+    """(first token, last token) in seconds since `started` (time.monotonic), or None where unknown.
+
+    vLLM's per-request stats stamp tokens with the engine core's monotonic clock, which is
+    system-wide, and fill them in only while stats are logged (disable_log_stats=False).
+    """
+    metrics = getattr(output, "metrics", None)
+    first = float(getattr(metrics, "first_token_ts", 0.0) or 0.0)
+    last = float(getattr(metrics, "last_token_ts", 0.0) or 0.0)
+    return (first - started if first else None, last - started if last else None)

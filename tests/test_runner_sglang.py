@@ -1,0 +1,200 @@
+"""The sglang runner without SGLang: the requests it builds and how it reads SGLang's answers.
+
+SGLang ships CUDA-only wheels and cannot run on this machine, so the answers below are recorded
+shapes: each item is laid out as SGLang's `/generate` (and `Engine.generate`) returns it, per its
+native API docs and `io_struct.py` (`text`, `output_ids`, and `meta_info` with `finish_reason`
+{type, matched | length}, `prompt_tokens`, `completion_tokens`, `cached_tokens`, `e2e_latency`,
+and with `return_logprob` `output_token_logprobs` / `output_top_logprobs` entries of
+[logprob, token id, token text or null]). The numbers in them are made up.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tsbench.runners.sglang import generate_payload, parse_item, results_from
+
+from tsbench.contracts import GenerationRequest
+from tsbench.errors import UserError
+
+ASK = (("user", "What is 7 * 9?"),)
+
+
+def _item(
+    text: str,
+    ids: list[int],
+    finish: dict[str, Any],
+    prompt_tokens: int = 30,
+    cached: int = 0,
+    top: int = 0,
+) -> dict[str, Any]:
+    """One recorded-shape batch item of SGLang's answer."""
+    meta: dict[str, Any] = {
+        "id": "5f0c2a9e8d3b4c1f9a7e6d5c4b3a2910",
+        "finish_reason": finish,
+        "prompt_tokens": prompt_tokens,
+        "weight_version": "default",
+        "completion_tokens": len(ids),
+        "cached_tokens": cached,
+        "e2e_latency": 0.25,
+    }
+    if top:
+        meta["input_token_logprobs"] = [[None, 1, None]]
+        meta["output_token_logprobs"] = [[-0.1 * (k + 1), t, None] for k, t in enumerate(ids)]
+        meta["output_top_logprobs"] = [
+            [[-0.1 * (k + 1), t, None]] + [[-5.0 - j, 900 + j, None] for j in range(top - 1)]
+            for k, t in enumerate(ids)
+        ]
+    return {"text": text, "output_ids": ids, "meta_info": meta}
+
+
+def test_payload_has_one_item_per_sample_with_its_own_seed() -> None:
+    a = GenerationRequest(
+        ASK, n=3, temperature=0.8, top_p=0.9, max_tokens=20, seeds=(5, 6, 7), stop=("\n\n",)
+    )
+    b = GenerationRequest(ASK, n=1, temperature=0.0, max_tokens=8, logprobs=2)
+    payload = generate_payload([a, b], [[1, 2, 3], [1, 2, 3, 4]])
+    assert payload["input_ids"] == [[1, 2, 3]] * 3 + [[1, 2, 3, 4]]
+    assert [p["sampling_seed"] for p in payload["sampling_params"]] == [5, 6, 7, 0]
+    assert payload["sampling_params"][0] == {
+        "max_new_tokens": 20,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "sampling_seed": 5,
+        "stop": ["\n\n"],
+    }
+    assert payload["sampling_params"][3]["temperature"] == 0.0 and "stop" not in payload["sampling_params"][3]
+    assert payload["return_logprob"] == [False, False, False, True]
+    assert payload["top_logprobs_num"] == [0, 0, 0, 2]
+    json.dumps(payload)  # goes over HTTP as it is
+
+
+def test_an_end_of_sequence_token_is_not_counted() -> None:
+    # Stopped by EOS: `matched` is the token id, and SGLang counts that token in the output.
+    request = GenerationRequest(ASK, logprobs=2)
+    item = _item(" 63", [220, 3882, 2], {"type": "stop", "matched": 2}, top=2)
+    completion = parse_item(item, request, seed=0, piece=lambda t: f"<{t}>")
+    assert completion.text == " 63" and completion.finish_reason == "stop"
+    assert completion.tokens == 2
+    assert completion.logprobs == pytest.approx([-0.1, -0.2])
+    assert completion.top_logprobs == [{"<220>": -0.1, "<900>": -5.0}, {"<3882>": -0.2, "<900>": -5.0}]
+    assert completion.latency_s == 0.25
+
+
+def test_stop_string_and_length_finishes() -> None:
+    request = GenerationRequest(ASK)
+    stopped = parse_item(_item("7 * 9", [22, 338, 24], {"type": "stop", "matched": "\n\n"}), request, 1)
+    assert (stopped.finish_reason, stopped.tokens, stopped.logprobs, stopped.top_logprobs) == (
+        "stop",
+        3,
+        None,
+        None,
+    )
+    cut = parse_item(_item("Let", [4157], {"type": "length", "length": 1}), request, 2)
+    assert (cut.finish_reason, cut.tokens, cut.seed) == ("length", 1, 2)
+
+
+def test_results_follow_request_order_and_count_cached_prompt_tokens() -> None:
+    a = GenerationRequest(ASK, n=2, temperature=1.0, seeds=(3, 4))
+    b = GenerationRequest(ASK, n=1)
+    answer = [
+        _item("a", [64], {"type": "length", "length": 1}, prompt_tokens=30, cached=0),
+        _item("b", [65], {"type": "length", "length": 1}, prompt_tokens=30, cached=29),
+        _item("c", [66], {"type": "length", "length": 1}, prompt_tokens=31, cached=16),
+    ]
+    first, second = results_from([a, b], [[0] * 30, [0] * 31], answer, total_s=1.5)
+    assert [c.text for c in first.completions] == ["a", "b"] and [c.seed for c in first.completions] == [3, 4]
+    assert (first.prompt_tokens, first.prompt_tokens_computed) == (30, 31)
+    assert (second.prompt_tokens, second.prompt_tokens_computed, second.total_s) == (31, 15, 1.5)
+    with pytest.raises(RuntimeError, match="answered 2 items for 3 samples"):
+        results_from([a, b], [[0] * 30, [0] * 31], answer[:2], total_s=1.0)
+
+
+class _RecordedServer(BaseHTTPRequestHandler):
+    """Answers SGLang's native routes with recorded shapes, for the HTTP path of the runner."""
+
+    model_path = ""
+    bodies: list[dict[str, Any]] = []
+
+    def _send(self, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._send({"model_path": self.model_path, "tokenizer_path": self.model_path, "is_generation": True})
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).bodies.append(body)
+        n = len(body["input_ids"])
+        self._send(
+            [
+                _item(f"sample {k}", [100 + k, 2], {"type": "stop", "matched": 2}, len(body["input_ids"][k]))
+                for k in range(n)
+            ]
+        )
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def recorded_server() -> Iterator[str]:
+    pytest.importorskip("transformers", reason="the sglang runner renders chat templates with transformers")
+    pytest.importorskip("gguf", reason="the embedded model's tokenizer is read from its GGUF through gguf")
+    from tsbench.runners.vllm import model_folder
+
+    _RecordedServer.model_path = str(model_folder(None)[0])
+    server = HTTPServer(("127.0.0.1", 0), _RecordedServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_http_path_sends_token_ids_and_reads_the_answer(recorded_server: str) -> None:
+    from tsbench.runners.sglang import SGLangRunner
+
+    runner = SGLangRunner(base_url=recorded_server)
+    request = GenerationRequest(ASK, n=2, temperature=0.7, seeds=(8, 9), continuation="7 * 9 = ")
+    (result,) = runner.generate([request])
+    body = _RecordedServer.bodies[-1]
+    assert body["return_text_in_logprobs"] is True
+    prompt = runner.tokenizer.decode(body["input_ids"][0])
+    assert prompt.endswith("assistant\n7 * 9 = ") and "What is 7 * 9?" in prompt
+    assert [c.text for c in result.completions] == ["sample 0", "sample 1"]
+    assert all(c.tokens == 1 for c in result.completions)
+    assert result.prompt_tokens == len(body["input_ids"][0])
+    info = runner.info()
+    assert (
+        info.engine == "sglang"
+        and info.device == recorded_server
+        and 130_000_000 < info.parameters < 140_000_000
+    )
+    runner.close()
+
+
+def test_http_model_mismatch_and_absent_server_are_user_errors(recorded_server: str) -> None:
+    from tsbench.runners.sglang import SGLangRunner
+
+    with pytest.raises(UserError, match="does not exist on the SGLang server"):
+        SGLangRunner(model="/other/model", base_url=recorded_server)
+    with pytest.raises(UserError, match="no SGLang server answers"):
+        SGLangRunner(base_url="http://127.0.0.1:9", timeout_s=2)
+
+
+def test_engine_path_rejects_a_missing_model_before_importing_sglang(tmp_path: Path) -> None:
+    from tsbench.runners.sglang import SGLangRunner
+
+    with pytest.raises(UserError, match="does not exist"):
+        SGLangRunner(model=str(tmp_path / "absent.gguf"))

