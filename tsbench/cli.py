@@ -53,6 +53,8 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
         "output": args.output,
         "threads": args.threads,
         "verifiers": args.verifier,
+        "budget_unit": args.budget_unit,
+        "pool_size": args.pool_size,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.task_arg:
@@ -222,6 +224,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option, e.g. levels=1,2")
     run.add_argument("--strategy", help="comma-separated strategies (default greedy,majority,pass@k)")
     run.add_argument("--budget", help="comma-separated sample budgets (default 1,2,4,8,16)")
+    run.add_argument(
+        "--budget-unit",
+        dest="budget_unit",
+        choices=["samples", "tokens", "flops"],
+        help="what --budget counts: samples k (default), generated tokens or FLOPs per problem",
+    )
+    run.add_argument("--pool-size", dest="pool_size", help="samples per problem in the sampled pool")
     run.add_argument("--verifier", help="comma-separated verifiers for strategies that need one")
     run.add_argument(
         "--strategy-arg", action="append", metavar="S.KEY=VALUE", help="e.g. beam-search.beam_width=2"

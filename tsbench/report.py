@@ -86,16 +86,25 @@ def _si(value: float) -> str:
     return f"{value:.0f}"
 
 
+BUDGET_HEADERS = {"samples": "k", "tokens": "tokens <=", "flops": "FLOPs <="}
+
+
 def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
+    """One row per strategy x budget level; levels in samples (k), or in tokens or FLOPs with the
+    mean samples-equivalent that fit them."""
+    unit = metric_data.get("budget_unit", "samples")
     perf_rows = {(r["strategy"], r["k"]): r for r in (perf or {}).get("rows", [])}
     lines = []
     for row in metric_data["rows"]:
         p = perf_rows.get((row["strategy"], row["k"]), {})
         low, high = row["ci95"]
+        level = _si(row["k"]) if unit == "flops" else row["k"]
+        extra = [] if unit == "samples" else [f"{row['samples_per_problem']:.1f}"]
         lines.append(
             [
                 row["strategy"] + (" (oracle)" if row["oracle"] else ""),
-                row["k"],
+                level,
+                *extra,
                 f"{100 * row['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]",
                 f"{row['generated_tokens_per_problem']:.0f}",
                 f"{row['verifier_tokens_per_problem']:.0f}",
@@ -106,7 +115,8 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
         )
     headers = [
         "strategy",
-        "k",
+        BUDGET_HEADERS[unit],
+        *([] if unit == "samples" else ["samples/prob"]),
         "accuracy % [95% CI]",
         "gen tok/prob",
         "verif tok/prob",

@@ -19,7 +19,7 @@ from tsbench.errors import UserError
 from tsbench.ledger import Spend, policy_spend
 from tsbench.records import METRICS, PERFORMANCE, PROVENANCE, RunFolder
 from tsbench.report import metrics, performance
-from tsbench.spec import NOT_IN_RUN_ID, RunSpec
+from tsbench.spec import DEFAULT_POOL_SIZE, NOT_IN_RUN_ID, RunSpec
 from tsbench.stats import expected_max_of_subset
 from tsbench.strategies.base import Sample, SearchBudget
 
@@ -43,6 +43,21 @@ def resolve_task(spec: RunSpec) -> Task:
         return load_task_file(spec.task)
     factory = plugins.tasks.get(spec.task)
     return factory(**spec.task_options)
+
+
+def pool_size(spec: RunSpec) -> int:
+    """Samples per problem in the sampled pool."""
+    if spec.pool_size:
+        return spec.pool_size
+    return max(spec.budgets) if spec.budget_unit == "samples" else DEFAULT_POOL_SIZE
+
+
+def affordable(budget: float, cost: Callable[[int], float], most: int) -> int:
+    """The largest k <= most whose cost fits the budget; at least 1, the smallest step there is."""
+    k = 1
+    while k < most and cost(k + 1) <= budget:
+        k += 1
+    return k
 
 
 def needs_verifier(strategy: Any) -> bool:
@@ -107,6 +122,11 @@ def prepare(spec: RunSpec) -> Prepared:
             )
         else:
             arms += [Arm(strategy, verifier) for verifier in spec.verifiers]
+    if spec.budget_unit == "samples" and spec.pool_size and spec.pool_size < max(spec.budgets):
+        raise UserError(
+            f"pool_size {spec.pool_size} is below the largest budget {max(spec.budgets)}; "
+            "raise pool_size or drop it (it defaults to the largest budget)"
+        )
     problems = task.load(spec.limit, spec.seed, spec.data_dir)
     if not problems:
         raise UserError(f"task {spec.task} has no problems to run; check its data file and --limit")
@@ -119,26 +139,33 @@ def prepare(spec: RunSpec) -> Prepared:
 def build_verifiers(prepared: Prepared, runner: Runner) -> dict[str, Any]:
     """Build the verifiers the arms consult, on the policy runner (llm-judge and rollouts use it).
 
-    Step-wise searches need a process verifier: their pairings with outcome-only verifiers are
-    dropped, and a search left with none is an input error.
+    Step-wise searches need a process verifier and pool strategies an outcome verifier: pairings
+    of the wrong shape are dropped, and a strategy left with no verifier is an input error.
     """
     names = sorted({a.verifier for a in prepared.arms if a.verifier is not None})
     built = {
         name: plugins.verifiers.get(name)(runner, **prepared.spec.verifier_options.get(name, {}))
         for name in names
     }
-    kept = [
-        a
-        for a in prepared.arms
-        if a.strategy.pool != "search" or hasattr(built[a.verifier or ""], "score_steps")
-    ]
+
+    def fits(arm: Arm) -> bool:
+        if arm.verifier is None:
+            return True
+        shape = "score_steps" if arm.strategy.pool == "search" else "score"
+        return hasattr(built[arm.verifier], shape)
+
+    kept = [a for a in prepared.arms if fits(a)]
     for name in prepared.spec.strategies:
         if any(a.strategy.name == name for a in prepared.arms) and not any(
             a.strategy.name == name for a in kept
         ):
+            search = any(a.strategy.name == name and a.strategy.pool == "search" for a in prepared.arms)
+            need, example = (
+                ("a process verifier", "llm-judge") if search else ("an outcome verifier", "self-certainty")
+            )
             raise UserError(
-                f"strategy {name} searches step by step and needs a process verifier, but "
-                f"{', '.join(names)} score whole solutions only; add e.g. --verifier llm-judge"
+                f"strategy {name} needs {need}, but none of {', '.join(names)} is one; "
+                f"add e.g. --verifier {example}"
             )
     prepared.arms = kept
     return built
@@ -149,7 +176,7 @@ def _requests(prepared: Prepared, problem: Problem) -> list[GenerationRequest]:
     messages = tuple((m["role"], m["content"]) for m in prepared.task.messages(problem))
     requests = []
     for pool in prepared.pools:
-        n = 1 if pool == "greedy" else max(spec.budgets)
+        n = 1 if pool == "greedy" else pool_size(spec)
         temperature, top_p = (0.0, 1.0) if pool == "greedy" else (spec.temperature, spec.top_p)
         seeds = tuple(stable_int(spec.seed, problem.id, pool, i) for i in range(n))
         requests.append(
@@ -203,6 +230,8 @@ def _pool_outcome(
     if request.temperature > 0:  # verifiers rank the sampled pool; greedy has one sample to pick
         texts = [c.text for c in result.completions]
         for name, verifier in verifiers.items():
+            if not hasattr(verifier, "score"):  # process-only: consulted by searches, not pools
+                continue
             scored = _verify(verifier, problem, prepared.task, texts, samples)
             scores[name] = [round(float(s), 6) for s in scored.scores]
             n = len(texts)
@@ -213,26 +242,50 @@ def _pool_outcome(
 def _score_pool_arm(
     prepared: Prepared, info: RunnerInfo, problem: Problem, arm: Arm, pool: PoolOutcome
 ) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
-    """Expected accuracy and spend at every budget, from the problem's one pool."""
+    """Expected accuracy and spend at every budget level, from the problem's one pool."""
     strategy, n = arm.strategy, len(pool.samples)
     samples = pool.samples
     if arm.verifier is not None:
         samples = [replace(s, score=v) for s, v in zip(samples, pool.scores[arm.verifier], strict=True)]
     computed = pool.result.prompt_tokens_computed
-    results, latency = {}, {}
-    for k in strategy.budgets(prepared.spec.budgets):
-        rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, arm.key, k))
+
+    def spend_at(k: int) -> Spend:
         # The engine evaluated the prompt once for the whole pool where it shares prefixes.
         prompt = computed if info.prefix_sharing else computed / n * k
         spend = policy_spend(info.parameters, k, prompt, pool.mean_generated * k)
         if arm.verifier is not None:
             per_sample = pool.verifier_spend[arm.verifier]
             spend = spend + Spend(verifier_tokens=per_sample.verifier_tokens * k, flops=per_sample.flops * k)
+        return spend
+
+    results, latency = {}, {}
+    for level, k in _levels(prepared.spec, strategy, spend_at, n):
+        rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, arm.key, level))
         accuracy = strategy.expected_accuracy(samples, k, rng)
-        results[str(k)] = {"accuracy": round(accuracy, 6), "spend": spend.as_dict()}
+        results[str(level)] = {"accuracy": round(accuracy, 6), "k": k, "spend": spend_at(k).as_dict()}
         seconds = expected_max_of_subset([c.latency_s for c in pool.result.completions], k)
-        latency[str(k)] = (round(seconds, 4), round(pool.mean_generated * k, 2))
+        latency[str(level)] = (round(seconds, 4), round(pool.mean_generated * k, 2))
     return results, latency
+
+
+def _levels(
+    spec: RunSpec, strategy: Any, spend_at: Callable[[int], Spend], most: int
+) -> list[tuple[int, int]]:
+    """(budget level, samples k) pairs a strategy reports on one problem.
+
+    With samples the level is k. With tokens or FLOPs, k is the most samples whose spend on this
+    problem fits the level, so every strategy spends within one sample of it.
+    """
+    if spec.budget_unit == "samples":
+        return [(k, k) for k in strategy.budgets(spec.budgets)]
+    field = "generated_tokens" if spec.budget_unit == "tokens" else "flops"
+    pairs = []
+    for level in spec.budgets:
+        k = affordable(level, lambda j: float(getattr(spend_at(j), field)), most)
+        allowed = strategy.budgets([k])
+        if allowed:
+            pairs.append((level, allowed[0]))
+    return pairs
 
 
 def _run_search_arm(
@@ -243,24 +296,41 @@ def _run_search_arm(
     arm: Arm,
     sampled: PoolOutcome | None,
 ) -> tuple[dict[str, Any], dict[str, tuple[float, float]], list[dict[str, Any]]]:
-    """Run a search once per budget, matched to the sampled pool's generated tokens at that k."""
-    per_sample = sampled.mean_generated if sampled else float(prepared.spec.max_tokens or DEFAULT_MAX_TOKENS)
+    """Run a search once per budget level, matched to what the sampled pool spent at that level.
+
+    With samples, a search at k may generate as many tokens as k pool samples did on this
+    problem; with tokens, the level itself; with FLOPs, it stops at the step whose policy and
+    verifier FLOPs reach the level. k (beams or paths) is the samples that fit the level.
+    """
+    spec = prepared.spec
+    per_sample = sampled.mean_generated if sampled else float(spec.max_tokens or DEFAULT_MAX_TOKENS)
+    parameters = runner.info().parameters
     verifier = verifiers[arm.verifier or ""]
+    prompt = float(sampled.result.prompt_tokens) if sampled else 0.0
+
+    def pool_spend(k: int) -> Spend:
+        return policy_spend(parameters, k, prompt * k, per_sample * k)
+
     results, latency, traces = {}, {}, []
-    for k in arm.strategy.budgets(prepared.spec.budgets):
-        rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, arm.key, k))
-        budget = SearchBudget(samples=k, generated_tokens=per_sample * k)
+    for level, k in _levels(spec, arm.strategy, pool_spend, pool_size(spec)):
+        rng = np.random.default_rng(stable_int(spec.seed, problem.id, arm.key, level))
+        if spec.budget_unit == "flops":
+            budget = SearchBudget(samples=k, generated_tokens=float("inf"), flops=float(level))
+        else:
+            tokens = float(level) if spec.budget_unit == "tokens" else per_sample * k
+            budget = SearchBudget(samples=k, generated_tokens=tokens)
         started = time.perf_counter()
         attempt = arm.strategy.solve(problem, prepared.task, runner, verifier, budget, rng)
         seconds = time.perf_counter() - started
         correct = prepared.task.grade(attempt.answer, problem)
-        results[str(k)] = {
+        results[str(level)] = {
             "accuracy": float(correct),
             "answer": attempt.answer,
+            "k": k,
             "spend": attempt.spend.as_dict(),
         }
-        latency[str(k)] = (round(seconds, 4), round(attempt.spend.generated_tokens, 2))
-        traces.append({"problem_id": problem.id, "arm": arm.key, "k": k, "trace": attempt.trace})
+        latency[str(level)] = (round(seconds, 4), round(attempt.spend.generated_tokens, 2))
+        traces.append({"problem_id": problem.id, "arm": arm.key, "k": level, "trace": attempt.trace})
     return results, latency, traces
 
 
@@ -303,7 +373,7 @@ def generate_all(
     """Generate and record every problem the folder does not hold yet; returns how many."""
     info = runner.info()
     pools = prepared.pools
-    per_problem = sum(1 if pool == "greedy" else max(prepared.spec.budgets) for pool in pools)
+    per_problem = sum(1 if pool == "greedy" else pool_size(prepared.spec) for pool in pools)
     done = folder.done_ids()
     generated = 0
     for group in groups(prepared.problems, per_problem):
@@ -375,6 +445,7 @@ def finish(
     }
     metric_data = metrics(folder.problems(), order, oracles)
     metric_data["run_id"] = prepared.run_id
+    metric_data["budget_unit"] = prepared.spec.budget_unit
     perf = performance(folder.timings())
     origin = getattr(prepared.task, "data_sha256", None)
     settings = {name: getattr(prepared.spec, name) for name in NOT_IN_RUN_ID}

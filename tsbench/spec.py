@@ -16,6 +16,8 @@ DEFAULT_STRATEGIES = ("greedy", "majority", "pass@k")
 DEFAULT_BUDGETS = (1, 2, 4, 8, 16)
 # Fields that change where or how fast a run goes, never what it produces: left out of the run id.
 NOT_IN_RUN_ID = ("output", "data_dir", "threads")
+BUDGET_UNITS = ("samples", "tokens", "flops")
+DEFAULT_POOL_SIZE = 16  # samples per problem when budgets are tokens or FLOPs
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,12 @@ class RunSpec:
         strategy_options: strategy name -> options for its constructor (e.g. beam width).
         verifier_options: verifier name -> options for its factory.
         runner_options: options for the runner factory (e.g. base_url for `openai`).
-        budgets: sample budgets k; the sampled pool holds max(budgets) samples per problem.
+        budgets: budget levels, in budget_unit; with samples the sampled pool holds max(budgets).
+        budget_unit: samples (k), tokens (generated tokens per problem) or flops (policy and
+            verifier FLOPs per problem). Every strategy gets as many samples (or search steps) as
+            fit the level on each problem, so all spend within one step of the same amount.
+        pool_size: samples per problem in the sampled pool; None for max(budgets) with samples,
+            else DEFAULT_POOL_SIZE.
         temperature, top_p: sampling settings of the sampled pool (greedy always uses 0).
         max_tokens: generation cap per sample; None for the task's default.
         data_dir: local data folder; None for $TSBENCH_DATA_DIR or the hub.
@@ -50,6 +57,8 @@ class RunSpec:
     model: str | None = None
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    budget_unit: str = "samples"
+    pool_size: int | None = None
     verifiers: tuple[str, ...] = ()
     strategy_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     verifier_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -62,7 +71,13 @@ class RunSpec:
     threads: int | None = None
 
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_ID}
+        data = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_ID}
+        # Left out at their defaults, so that runs from before these fields keep their ids.
+        if data["budget_unit"] == "samples":
+            del data["budget_unit"]
+        if data["pool_size"] is None:
+            del data["pool_size"]
+        return data
 
     def run_id(self) -> str:
         canonical = json.dumps(self.identity(), sort_keys=True, default=list)
@@ -96,6 +111,16 @@ def _number(value: Any, where: str, low: float, high: float) -> float:
     return number
 
 
+def _flops(value: Any, where: str) -> int:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = 0.0
+    if not number >= 1:
+        raise UserError(f"{where}: {value!r} is not a positive FLOP count; give e.g. 1e11,1e12")
+    return int(number)
+
+
 def _names(value: Any) -> tuple[str, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return tuple(str(item).strip() for item in items if str(item).strip())
@@ -113,19 +138,33 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
     if unknown:
         raise UserError(f"{where}: unknown field '{unknown[0]}'; known fields: {', '.join(sorted(known))}")
     clean: dict[str, Any] = dict(values)
+    unit = str(clean.get("budget_unit", "samples"))
+    if unit not in BUDGET_UNITS:
+        raise UserError(f"{where}: budget_unit '{unit}' is unknown; use one of {', '.join(BUDGET_UNITS)}")
+    clean["budget_unit"] = unit
     if "budgets" in clean:
         raw = clean["budgets"]
         items = raw.split(",") if isinstance(raw, str) else (raw if isinstance(raw, list | tuple) else [raw])
-        fix = "give budgets as positive integers, e.g. 1,4,16"
-        budgets = sorted({_positive_int(str(b).strip(), f"{where}: budgets", fix) for b in items})
+        if unit == "flops":
+            budgets = sorted({_flops(b, f"{where}: budgets") for b in items})
+        else:
+            fix = f"give budgets in {unit} as positive integers, e.g. " + (
+                "1,4,16" if unit == "samples" else "200,800"
+            )
+            budgets = sorted({_positive_int(str(b).strip(), f"{where}: budgets", fix) for b in items})
         clean["budgets"] = tuple(budgets)
+    elif unit != "samples":
+        raise UserError(
+            f"{where}: budget_unit {unit} needs budgets in {unit}, e.g. --budget "
+            + ("200,800" if unit == "tokens" else "1e11,1e12")
+        )
     if "strategies" in clean:
         clean["strategies"] = _names(clean["strategies"])
         if not clean["strategies"]:
             raise UserError(
                 f"{where}: strategies is empty; name at least one (see `tsbench list strategies`)"
             )
-    for name in ("limit", "max_tokens", "threads"):
+    for name in ("limit", "max_tokens", "threads", "pool_size"):
         if clean.get(name) is not None:
             clean[name] = _positive_int(clean[name], f"{where}: {name}", f"give {name} as a positive integer")
     if "seed" in clean:

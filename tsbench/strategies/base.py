@@ -55,10 +55,12 @@ class SearchBudget:
         samples: the samples-equivalent budget k (N in search-and-learn: beams or paths).
         generated_tokens: policy tokens the search may generate; it stops at the first step that
             reaches it, so it overshoots by at most one step.
+        flops: policy and verifier FLOPs it may spend, checked the same way (budgets in FLOPs).
     """
 
     samples: int
     generated_tokens: float
+    flops: float = float("inf")
 
 
 @dataclass

@@ -110,7 +110,8 @@ class Stepper:
         start_fresh(verifier)
 
     def exhausted(self) -> bool:
-        return self.spend.generated_tokens >= self.budget.generated_tokens
+        spent, budget = self.spend, self.budget
+        return spent.generated_tokens >= budget.generated_tokens or spent.flops >= budget.flops
 
     def prefix(self, path: Path) -> str:
         """The assistant text a path's next step continues: its steps, each closed by the delimiter."""
