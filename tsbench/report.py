@@ -71,12 +71,30 @@ def performance(timings: list[dict[str, Any]]) -> dict[str, Any]:
                 "tokens_per_s": round(sum(t for _, t in pairs) / max(sum(seconds), 1e-9), 2),
             }
         )
+    ttfts, tpots = _first_token_and_per_token(timings)
     return {
         "generated_tokens": generated,
         "generation_wall_s": round(wall, 3),
         "generated_tokens_per_s": round(generated / wall, 2) if wall else None,
+        "ttft_p50_s": round(percentile(ttfts, 50), 4) if ttfts else None,
+        "ttft_p95_s": round(percentile(ttfts, 95), 4) if ttfts else None,
+        "tpot_p50_s": round(percentile(tpots, 50), 5) if tpots else None,
         "rows": rows,
     }
+
+
+def _first_token_and_per_token(timings: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """Time to first token per request, and per sample the time per output token after it."""
+    ttfts: list[float] = []
+    tpots: list[float] = []
+    for t in timings:
+        for pool, first in (t.get("ttft_s") or {}).items():
+            if first is None:
+                continue
+            ttfts.append(first)
+            latencies, tokens = t["samples_s"][pool], t["sample_tokens"][pool]
+            tpots += [(s - first) / (n - 1) for s, n in zip(latencies, tokens, strict=True) if n > 1]
+    return ttfts, tpots
 
 
 def _si(value: float) -> str:
@@ -124,4 +142,11 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
         "tok/s",
         "latency p50/p95 s",
     ]
-    return tabulate(lines, headers=headers, disable_numparse=True)
+    text = tabulate(lines, headers=headers, disable_numparse=True)
+    if perf and perf.get("generated_tokens_per_s"):
+        text += f"\nengine: {perf['generated_tokens_per_s']} generated tok/s over the run"
+        if perf.get("ttft_p50_s") is not None:
+            text += f"; time to first token p50 {perf['ttft_p50_s']:.2f} s"
+        if perf.get("tpot_p50_s") is not None:
+            text += f"; time per output token p50 {1000 * perf['tpot_p50_s']:.1f} ms"
+    return text

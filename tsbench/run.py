@@ -426,6 +426,13 @@ def generate_all(
                         pool: [round(c.latency_s, 4) for c in o.result.completions]
                         for pool, o in outcomes.items()
                     },
+                    "sample_tokens": {
+                        pool: [c.tokens for c in o.result.completions] for pool, o in outcomes.items()
+                    },
+                    "ttft_s": {
+                        pool: None if o.result.ttft_s is None else round(o.result.ttft_s, 4)
+                        for pool, o in outcomes.items()
+                    },
                 }
             )
         folder.commit(problem_records, sample_records, timing_records, traces)
