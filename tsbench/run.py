@@ -194,6 +194,7 @@ class PoolOutcome:
     samples: list[Sample]
     scores: dict[str, list[float]]
     verifier_spend: dict[str, Spend]  # per sample
+    verifier_s: dict[str, float]  # wall time per sample
 
     @property
     def mean_generated(self) -> float:
@@ -227,16 +228,19 @@ def _pool_outcome(
     samples = _graded(prepared.task, problem, result)
     scores: dict[str, list[float]] = {}
     spend: dict[str, Spend] = {}
+    seconds: dict[str, float] = {}
     if request.temperature > 0:  # verifiers rank the sampled pool; greedy has one sample to pick
         texts = [c.text for c in result.completions]
+        n = len(texts)
         for name, verifier in verifiers.items():
             if not hasattr(verifier, "score"):  # process-only: consulted by searches, not pools
                 continue
+            started = time.perf_counter()
             scored = _verify(verifier, problem, prepared.task, texts, samples)
+            seconds[name] = (time.perf_counter() - started) / n
             scores[name] = [round(float(s), 6) for s in scored.scores]
-            n = len(texts)
             spend[name] = Spend(verifier_tokens=scored.spend.tokens / n, flops=scored.spend.flops / n)
-    return PoolOutcome(request, result, samples, scores, spend)
+    return PoolOutcome(request, result, samples, scores, spend, seconds)
 
 
 def _score_pool_arm(
@@ -264,6 +268,8 @@ def _score_pool_arm(
         accuracy = strategy.expected_accuracy(samples, k, rng)
         results[str(level)] = {"accuracy": round(accuracy, 6), "k": k, "spend": spend_at(k).as_dict()}
         seconds = expected_max_of_subset([c.latency_s for c in pool.result.completions], k)
+        if arm.verifier is not None:  # scoring k samples takes k/n of the pool's scoring time
+            seconds += pool.verifier_s[arm.verifier] * k
         latency[str(level)] = (round(seconds, 4), round(pool.mean_generated * k, 2))
     return results, latency
 
