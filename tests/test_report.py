@@ -41,3 +41,18 @@ def test_ttft_and_tpot_from_timing_records() -> None:
     }
     text = table({"rows": [row]}, perf)
     assert "time to first token p50 0.50 s" in text and "time per output token p50 100.0 ms" in text
+
+
+def test_rule_rewards_are_reported_per_pool() -> None:
+    from tsbench.report import rule_rewards
+
+    samples = [
+        {"pool": "sampled", "text": "3 + 4 = 7\nAnswer: 7", "correct": True},
+        {"pool": "sampled", "text": "It is seven.", "correct": False},
+        {"pool": "greedy", "text": "so \\boxed{12}", "correct": False},
+    ]
+    rewards = rule_rewards(samples)
+    assert rewards["sampled"] == {"samples": 2, "format_reward": 0.5, "accuracy_reward": 0.5}
+    assert rewards["greedy"] == {"samples": 1, "format_reward": 1.0, "accuracy_reward": 0.0}
+    text = table({"rows": [], "rewards": rewards}, None)
+    assert "rule rewards, sampled pool (2 samples): format 0.50, accuracy 0.50 (oracle)" in text

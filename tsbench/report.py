@@ -50,6 +50,26 @@ def metrics(problems: list[dict[str, Any]], order: list[str], oracles: set[str])
     return {"rows": rows}
 
 
+def rule_rewards(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """DeepSeek-R1's rule rewards as metrics, per pool: the mean format and accuracy reward.
+
+    The accuracy reward is each sample graded against the reference (pass@1 of the pool).
+    """
+    from tsbench.verifiers.rule_rewards import well_formatted
+
+    by_pool: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for sample in samples:
+        by_pool[sample["pool"]].append(sample)
+    return {
+        pool: {
+            "samples": len(rows),
+            "format_reward": round(sum(well_formatted(r["text"]) for r in rows) / len(rows), 6),
+            "accuracy_reward": round(sum(bool(r["correct"]) for r in rows) / len(rows), 6),
+        }
+        for pool, rows in sorted(by_pool.items())
+    }
+
+
 def performance(timings: list[dict[str, Any]]) -> dict[str, Any]:
     """Throughput over the whole run, and per strategy x budget latency and decode speed."""
     wall = sum(t["group_share_s"] for t in timings)
@@ -143,6 +163,11 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
         "latency p50/p95 s",
     ]
     text = tabulate(lines, headers=headers, disable_numparse=True)
+    for pool, reward in (metric_data.get("rewards") or {}).items():
+        text += (
+            f"\nrule rewards, {pool} pool ({reward['samples']} samples): format "
+            f"{reward['format_reward']:.2f}, accuracy {reward['accuracy_reward']:.2f} (oracle)"
+        )
     if perf and perf.get("generated_tokens_per_s"):
         text += f"\nengine: {perf['generated_tokens_per_s']} generated tok/s over the run"
         if perf.get("ttft_p50_s") is not None:

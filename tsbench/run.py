@@ -18,7 +18,7 @@ from tsbench.contracts import GenerationRequest, GenerationResult, Problem, Runn
 from tsbench.errors import UserError
 from tsbench.ledger import Spend, policy_spend
 from tsbench.records import METRICS, PERFORMANCE, PROVENANCE, RunFolder
-from tsbench.report import metrics, performance
+from tsbench.report import metrics, performance, rule_rewards
 from tsbench.spec import DEFAULT_POOL_SIZE, NOT_IN_RUN_ID, RunSpec
 from tsbench.stats import expected_max_of_subset
 from tsbench.strategies.base import Sample, SearchBudget
@@ -459,6 +459,7 @@ def finish(
     metric_data = metrics(folder.problems(), order, oracles)
     metric_data["run_id"] = prepared.run_id
     metric_data["budget_unit"] = prepared.spec.budget_unit
+    metric_data["rewards"] = rule_rewards(folder.samples())
     perf = performance(folder.timings())
     origin = getattr(prepared.task, "data_sha256", None)
     settings = {name: getattr(prepared.spec, name) for name in NOT_IN_RUN_ID}
