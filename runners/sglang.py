@@ -19,7 +19,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,9 @@ def generate_payload(requests: Sequence[GenerationRequest], prompts: Sequence[li
     }
 
 
-def parse_item(item: dict[str, Any], request: GenerationRequest, seed: int, piece: Any = None) -> Completion:
+def parse_item(
+    item: dict[str, Any], request: GenerationRequest, seed: int, piece: Callable[[int], str] | None = None
+) -> Completion:
     """One sample of a `/generate` (or `Engine.generate`) answer as a Completion.
 
     Args:
@@ -114,7 +116,7 @@ def results_from(
     prompts: Sequence[list[int]],
     answer: list[dict[str, Any]],
     total_s: float,
-    piece: Any = None,
+    piece: Callable[[int], str] | None = None,
 ) -> list[GenerationResult]:
     """Per-request results from a batch answer whose items follow generate_payload's order."""
     expected = sum(r.n for r in requests)

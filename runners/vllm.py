@@ -31,6 +31,7 @@ from .embedded import EMBEDDED_ID, embedded_gguf
 from .hf import cache_root, cached_gguf, save_gguf_cache
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+TIED_FILE = "tied-aliases.safetensors"
 
 
 # -- model folders (shared with the sglang runner) ----------------------------------------------
@@ -61,10 +62,13 @@ def _folder_from_gguf(path: Path, sha256: str) -> Path:
 
 
 def _engine_folder(folder: Path, sha256: str) -> Path:
-    """Links to a converted GGUF's files, with a config that names the architecture.
+    """Links to a converted GGUF's files, plus what vLLM needs that the conversion lacks.
 
     transformers leaves `architectures` empty on a GGUF-loaded config, and vLLM picks its model
-    class from it. Older transformers (as vLLM may pin) read `rope_theta`, not `rope_parameters`.
+    class from it; older transformers (as vLLM may pin) read `rope_theta`, not `rope_parameters`.
+    safetensors stores a tied tensor once, under one name (SmolLM2: `lm_head.weight`, with
+    `model.embed_tokens.weight` only an alias in the header's metadata); vLLM loads by name and
+    would leave the embedding unloaded, so the aliases get a small file of their own.
     """
     config = json.loads((folder / "config.json").read_text())
     if config.get("architectures"):
@@ -84,10 +88,41 @@ def _engine_folder(folder: Path, sha256: str) -> Path:
         link = target / item.name
         if item.name != "config.json" and not link.exists():
             link.symlink_to(item)
+    _write_aliases(folder, target / TIED_FILE)
     staging = target / ".config.json.tmp"
     staging.write_text(json.dumps(config, indent=1))
-    os.replace(staging, target / "config.json")
+    os.replace(staging, target / "config.json")  # written last: its presence marks the folder done
     return target
+
+
+def _safetensors_header(file: Path) -> dict[str, Any]:
+    with file.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header: dict[str, Any] = json.loads(handle.read(length))
+    return header
+
+
+def _write_aliases(folder: Path, target: Path) -> None:
+    """Write the tensors that a folder's safetensors files hold only as aliases, under their names."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    stored: dict[str, Path] = {}
+    aliases: dict[str, str] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        header = _safetensors_header(file)
+        stored.update({name: file for name in header if name != "__metadata__"})
+        aliases.update((header.get("__metadata__") or {}).items())
+    missing = {alias: name for alias, name in aliases.items() if alias not in stored and name in stored}
+    if not missing or target.exists():
+        return
+    tensors = {}
+    for alias, name in missing.items():
+        with safe_open(str(stored[name]), framework="numpy") as handle:
+            tensors[alias] = handle.get_tensor(name)
+    staging = target.with_name(".staging-" + target.name)
+    save_file(tensors, str(staging), metadata={"tsbench": "aliases of tied tensors, see runners/vllm.py"})
+    os.replace(staging, target)
 
 
 def model_folder(model: str | None) -> tuple[Path, str, str | None]:
@@ -116,14 +151,18 @@ def model_folder(model: str | None) -> tuple[Path, str, str | None]:
 
 
 def folder_parameters(folder: Path) -> int:
-    """Parameters stored in a folder's safetensors files, read from their headers alone."""
-    total = 0
-    for file in sorted(folder.glob("*.safetensors")):
-        with file.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        total += sum(prod(entry["shape"]) for key, entry in header.items() if key != "__metadata__")
-    return total
+    """Parameters stored in a folder's safetensors files, read from their headers alone.
+
+    A tied tensor counts once: names that any file's metadata declares aliases are skipped.
+    """
+    headers = [_safetensors_header(file) for file in sorted(folder.glob("*.safetensors"))]
+    aliases = {alias for header in headers for alias in (header.get("__metadata__") or {})}
+    return sum(
+        prod(entry["shape"])
+        for header in headers
+        for name, entry in header.items()
+        if name != "__metadata__" and name not in aliases
+    )
 
 
 def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
@@ -155,18 +194,20 @@ class VLLMRunner:
 
     Args:
         model: None for the embedded GGUF; a .gguf file; a local model folder.
-        threads: CPU threads for vLLM's CPU backend (default: all this process may use).
+        threads: CPU threads for vLLM's CPU backend, bound to cores 0..threads-1
+            (VLLM_CPU_OMP_THREADS_BIND); default vLLM's own binding, over the cores it may use.
         prefix_caching: automatic prefix caching (vLLM's `enable_prefix_caching`).
         dtype: bf16, fp16 or fp32; default fp32 on the CPU (bf16 ran 3x slower there), else the
             model's own.
         enforce_eager: skip graph compilation; default on the CPU, where compiling took 2 minutes
             against 25 s for an eager start.
-        kv_cache_gib: KV cache size on the CPU (VLLM_CPU_KVCACHE_SPACE); kept small on shared hosts.
+        kv_cache_gib: KV cache GiB on the CPU (VLLM_CPU_KVCACHE_SPACE); small, for shared hosts.
         gpu_memory_utilization: fraction of GPU memory vLLM may take (GPU only).
         max_model_len: context length the engine plans for.
         max_num_seqs: most sequences decoded at once.
-        block_size: KV block size in tokens; the prefix cache shares whole blocks only, so a
-            small block lets short shared prompts hit the cache.
+        block_size: KV block size in tokens; default 32 on the CPU (the smallest its attention
+            kernel takes; vLLM's CPU default is 128) and vLLM's own elsewhere. The prefix cache
+            shares whole blocks only, so a small block lets short shared prompts hit it.
         engine_options: passed to `vllm.LLM` as they are.
     """
 
@@ -177,11 +218,11 @@ class VLLMRunner:
         prefix_caching: bool = True,
         dtype: str | None = None,
         enforce_eager: bool | None = None,
-        kv_cache_gib: float = 1.0,
+        kv_cache_gib: int = 1,
         gpu_memory_utilization: float | None = None,
         max_model_len: int = 4096,
         max_num_seqs: int = 64,
-        block_size: int | None = 16,
+        block_size: int | None = None,
         **engine_options: Any,
     ) -> None:
         folder, self.model_id, self._sha256 = model_folder(model)
@@ -190,7 +231,10 @@ class VLLMRunner:
         # The engine core runs in this process: no worker processes to spawn (which would need an
         # `if __name__ == "__main__"` guard in every caller, pytest included) and no IPC per step.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(kv_cache_gib))))
+        # Stats stay on (they time each request) but their INFO lines every few seconds would
+        # bury tsbench's progress bar.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, kv_cache_gib)))
         if threads:
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}")
         import vllm
@@ -215,12 +259,13 @@ class VLLMRunner:
             options["dtype"] = DTYPES[name]
         eager = self.on_cpu if enforce_eager is None else enforce_eager
         options["enforce_eager"] = eager
-        if block_size:
-            options["block_size"] = block_size
+        if block_size or self.on_cpu:
+            options["block_size"] = block_size or 32
         if gpu_memory_utilization is not None and not self.on_cpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
         options.update(engine_options)
         self.llm: Any = vllm.LLM(**options)
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.tokenizer = self.llm.get_tokenizer()
         self.parameters = folder_parameters(folder)
         self.last_stats: dict[str, float] = {}
@@ -268,6 +313,12 @@ class VLLMRunner:
         from vllm.inputs import TokensPrompt
 
         prompts = [self.prompt_tokens(r) for r in requests]
+        for i, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
+            if len(prompt) + request.max_tokens > self.max_model_len:
+                raise UserError(
+                    f"request {i}: prompt ({len(prompt)} tokens) + max_tokens ({request.max_tokens}) exceed "
+                    f"the engine's context of {self.max_model_len}; lower --max-tokens or pass max_model_len"
+                )
         jobs = [(i, s) for i, r in enumerate(requests) for s in range(r.n)]
         inputs = [TokensPrompt(prompt_token_ids=prompts[i]) for i, _ in jobs]
         params = [self._params(requests[i], requests[i].seed_for(s)) for i, s in jobs]

