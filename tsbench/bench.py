@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import Any
 
 from tsbench.contracts import GenerationRequest, Runner
@@ -145,6 +146,75 @@ def bench_runner(
     return figures
 
 
+def tree_search_bench(
+    runner: Runner,
+    problems: int = 4,
+    beam_width: int = 2,
+    budget: int = 8,
+    max_step_tokens: int = 32,
+    max_steps: int = 3,
+) -> dict[str, Any]:
+    """Time a beam search (oracle-scored, so no verifier model competes for the engine) on arith.
+
+    Every step is sent as a continuation of the problem's prompt and the path so far, which is
+    what a prefix cache can reuse. Returns wall time, generated tokens, and the engine's prefix
+    cache hit rate over the search when the runner reports one (`cache_stats()`).
+    """
+    import numpy as np
+
+    from tsbench.plugins import tasks, verifiers
+    from tsbench.strategies.base import SearchBudget
+    from tsbench.strategies.beam_search import BeamSearch
+
+    task = tasks.get("arith")()
+    strategy = BeamSearch(beam_width=beam_width, max_step_tokens=max_step_tokens, max_steps=max_steps)
+    verifier = verifiers.get("oracle")()
+    stats: Any = getattr(runner, "cache_stats", dict)
+    before = stats()
+    generated = 0.0
+    started = time.perf_counter()
+    for problem in task.load(problems, 0, None):
+        search_budget = SearchBudget(budget, budget * max_step_tokens * max_steps)
+        attempt = strategy.solve(problem, task, runner, verifier, search_budget, np.random.default_rng(0))
+        generated += attempt.spend.generated_tokens
+    figures: dict[str, Any] = {
+        "problems": problems,
+        "search_s": time.perf_counter() - started,
+        "generated_tokens": generated,
+    }
+    after = stats()
+    if before and after and after["queries"] > before["queries"]:
+        figures["prefix_cache_hit_rate"] = (after["hits"] - before["hits"]) / (
+            after["queries"] - before["queries"]
+        )
+    return figures
+
+
+def prefix_cache_ab(argv: Sequence[str]) -> dict[str, Any]:
+    """The tree search with the runner's prefix cache on, then off, each in a fresh process.
+
+    A fresh process per setting keeps one engine's cache and memory from touching the other's.
+    """
+    import subprocess
+
+    runs = {}
+    for setting in ("true", "false"):
+        command = [sys.executable, "-m", "tsbench.bench", *argv, "--tree-search"]
+        command += ["--opt", f"prefix_caching={setting}"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+        runs["on" if setting == "true" else "off"] = json.loads(done.stdout)
+    on, off = runs["on"]["tree_search"], runs["off"]["tree_search"]
+    return {
+        "on": runs["on"],
+        "off": runs["off"],
+        "wall_ratio_on_over_off": on["search_s"] / off["search_s"],
+        "prefix_cache_hit_rate_on": on.get("prefix_cache_hit_rate"),
+        "prefix_cache_hit_rate_off": off.get("prefix_cache_hit_rate"),
+    }
+
+
 def smoke_check(runner: Runner, max_tokens: int = 12) -> list[str]:
     """Model-agnostic checks of a runner's contract; returns the problems found (none: passed).
 
@@ -258,7 +328,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--smoke", action="store_true", help="run smoke_check() first and record its problems"
     )
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument(
+        "--tree-search", action="store_true", help="time a beam search on arith instead (tree_search_bench)"
+    )
+    parser.add_argument(
+        "--prefix-cache-ab",
+        action="store_true",
+        help="the tree search with prefix_caching on and off, in two processes; report the wall ratio",
+    )
     args = parser.parse_args(argv)
+    if args.prefix_cache_ab:
+        given = list(argv if argv is not None else sys.argv[1:])
+        given.remove("--prefix-cache-ab")
+        given = [a for a in given if not a.startswith("--out")]
+        report_ab = prefix_cache_ab(given)
+        text_ab = json.dumps(report_ab, indent=1)
+        print(text_ab)
+        if args.out:
+            Path(args.out).write_text(text_ab + "\n")
+        return 0
 
     started = time.perf_counter()
     runner = runners.get(args.runner)(model=args.config or args.model, threads=args.threads, **_options(args))
@@ -268,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["versions"] = {
         p: package_version(p) for p in ("numpy", "torch", "transformers", "llama-cpp-python")
     }
+    if args.tree_search:
+        report["tree_search"] = tree_search_bench(runner)
+        runner.close()
+        print(json.dumps(report, indent=1))
+        return 0
     if args.smoke:
         report["smoke_problems"] = smoke_check(runner)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.prompts)]
