@@ -338,9 +338,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.prefix_cache_ab:
-        given = list(argv if argv is not None else sys.argv[1:])
-        given.remove("--prefix-cache-ab")
-        given = [a for a in given if not a.startswith("--out")]
+        given: list[str] = []
+        skip_value = False
+        for arg in argv if argv is not None else sys.argv[1:]:
+            if skip_value or arg == "--prefix-cache-ab" or arg.startswith("--out="):
+                skip_value = False
+                continue
+            if arg == "--out":  # each child prints its JSON; only the combined one is written
+                skip_value = True
+                continue
+            given.append(arg)
         report_ab = prefix_cache_ab(given)
         text_ab = json.dumps(report_ab, indent=1)
         print(text_ab)
