@@ -197,14 +197,18 @@ def prefix_cache_ab(argv: Sequence[str]) -> dict[str, Any]:
     """
     import subprocess
 
+    import tempfile
+
     runs = {}
-    for setting in ("true", "false"):
-        command = [sys.executable, "-m", "tsbench.bench", *argv, "--tree-search"]
-        command += ["--opt", f"prefix_caching={setting}"]
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
-        runs["on" if setting == "true" else "off"] = json.loads(done.stdout)
+    with tempfile.TemporaryDirectory() as scratch:
+        for setting in ("true", "false"):
+            out = Path(scratch) / f"{setting}.json"  # engines log to stdout too: read the file
+            command = [sys.executable, "-m", "tsbench.bench", *argv, "--tree-search", "--out", str(out)]
+            command += ["--opt", f"prefix_caching={setting}"]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0 or not out.exists():
+                raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+            runs["on" if setting == "true" else "off"] = json.loads(out.read_text())
     on, off = runs["on"]["tree_search"], runs["off"]["tree_search"]
     return {
         "on": runs["on"],
@@ -367,6 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["tree_search"] = tree_search_bench(runner)
         runner.close()
         print(json.dumps(report, indent=1))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         return 0
     if args.smoke:
         report["smoke_problems"] = smoke_check(runner)
