@@ -196,7 +196,6 @@ def prefix_cache_ab(argv: Sequence[str]) -> dict[str, Any]:
     A fresh process per setting keeps one engine's cache and memory from touching the other's.
     """
     import subprocess
-
     import tempfile
 
     runs = {}
