@@ -49,7 +49,8 @@ def load_processbench(
     Args:
         data_dir: folder holding <subset>.json files.
         subsets: which subsets to read.
-        limit: at most this many items per subset (the first ones), or all.
+        limit: at most this many items per subset, spread evenly through its file (the files
+            list erroneous solutions first, so the first N would hold no correct ones), or all.
     """
     items = []
     for subset in subsets:
@@ -60,7 +61,9 @@ def load_processbench(
                 f"{', '.join(s + '.json' for s in SUBSETS)}"
             )
         rows = json.loads(path.read_text(encoding="utf-8"))
-        for index, row in enumerate(rows[:limit] if limit else rows):
+        picked = spread(len(rows), limit) if limit else range(len(rows))
+        for index in picked:
+            row = rows[index]
             try:
                 items.append(
                     ProcessBenchItem(
@@ -78,6 +81,13 @@ def load_processbench(
                     f"{path}: row {index} is not a ProcessBench item ({exc!r}); each needs problem, steps, label"
                 ) from None
     return items
+
+
+def spread(total: int, count: int) -> list[int]:
+    """`count` indices spread evenly over range(total), first included, in order."""
+    if count >= total:
+        return list(range(total))
+    return [i * total // count for i in range(count)]
 
 
 class ProcessBenchTask:
