@@ -62,7 +62,7 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
     if args.runner_arg:
         values["runner_options"] = {
             **values.get("runner_options", {}),
-            **_pairs(args.runner_arg, "--runner-arg"),
+            **{k: _scalar(v) for k, v in _pairs(args.runner_arg, "--runner-arg").items()},
         }
     for flag, field in (("strategy_arg", "strategy_options"), ("verifier_arg", "verifier_options")):
         for key, value in _pairs(getattr(args, flag) or [], "--" + flag.replace("_", "-")).items():
@@ -157,7 +157,9 @@ def cmd_processbench(args: argparse.Namespace) -> int:
     limit = _positive_int(args.limit, "--limit") if args.limit else None
     items = load_processbench(folder, subsets, limit)
     runner = plugins.runners.get(args.runner)(
-        model=args.model, threads=args.threads, **_pairs(args.runner_arg or [], "--runner-arg")
+        model=args.model,
+        threads=args.threads,
+        **{k: _scalar(v) for k, v in _pairs(args.runner_arg or [], "--runner-arg").items()},
     )
     options = {k: _scalar(v) for k, v in _pairs(args.verifier_arg or [], "--verifier-arg").items()}
     verifier = plugins.verifiers.get(args.verifier)(runner, **options)
