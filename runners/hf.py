@@ -28,7 +28,7 @@ from tsbench.provenance import file_sha256
 from .chat import render
 from .embedded import EMBEDDED_ID, embedded_gguf
 from .llamacpp import default_threads
-from .sampling import Draw, draw
+from .sampling import Draw, completion_of, draw
 
 # Shapes of public Llama 3 checkpoints, for throughput checks with random weights (nothing is
 # downloaded). RoPE scaling is left out: it changes no kernel shape and so no timing.
@@ -582,16 +582,7 @@ class HFRunner:
             cache, logits = out.past_key_values, out.logits[:, -1, :]
             positions = positions + 1
         for seq in live:
-            request = requests[seq.request]
-            completions[seq.request][seq.sample] = Completion(
-                text=seq.text,
-                tokens=len(seq.tokens),
-                finish_reason=seq.finish or "length",
-                seed=request.seed_for(seq.sample),
-                logprobs=seq.logprobs if request.logprobs is not None else None,
-                top_logprobs=seq.top if request.logprobs else None,
-                latency_s=seq.finished_at - started,
-            )
+            completions[seq.request][seq.sample] = completion_of(seq, requests[seq.request], started)
 
     def _sample(
         self, logits: Any, rows: list[_Sequence], requests: Sequence[GenerationRequest]

@@ -23,7 +23,7 @@ from tsbench.provenance import file_sha256
 
 from .chat import render
 from .embedded import resolve_model_file
-from .sampling import draw
+from .sampling import completion_of, draw
 
 
 def default_threads() -> int:
@@ -292,16 +292,7 @@ class LlamaCppRunner:
             self._decode()
             pending = [(seq, self._logits(j)) for j, seq in enumerate(stepped)]
         for seq in live:
-            request = requests[seq.request]
-            completions[seq.request][seq.sample] = Completion(
-                text=seq.text,
-                tokens=len(seq.tokens),
-                finish_reason=seq.finish or "length",
-                seed=request.seed_for(seq.sample),
-                logprobs=seq.logprobs if request.logprobs is not None else None,
-                top_logprobs=seq.top if request.logprobs else None,
-                latency_s=seq.finished_at - started,
-            )
+            completions[seq.request][seq.sample] = completion_of(seq, requests[seq.request], started)
 
     def _advance(
         self, seq: _Sequence, logits: np.ndarray, request: GenerationRequest, prompt_len: int

@@ -7,8 +7,11 @@ logprobs, so a sample is reproducible on its own whatever else shares its batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from tsbench.contracts import Completion, GenerationRequest
 
 TOP_CANDIDATES = 512  # top-p is applied within the top candidates; their mass is nearly always > p
 
@@ -65,3 +68,22 @@ def draw(
         best = np.argpartition(-logprobs, top_logprobs - 1)[:top_logprobs]
         top = {int(t): float(logprobs[t]) for t in best[np.argsort(-logprobs[best], kind="stable")]}
     return Draw(token, float(logprobs[token]), top)
+
+
+def completion_of(seq: Any, request: GenerationRequest, started: float) -> Completion:
+    """The Completion of a sequence decoded by a hand-written loop (llamacpp, hf).
+
+    Args:
+        seq: the runner's per-sample state: sample, text, tokens, finish, logprobs, top, finished_at.
+        request: the request it was drawn for.
+        started: when its wave started; latency counts from there.
+    """
+    return Completion(
+        text=seq.text,
+        tokens=len(seq.tokens),
+        finish_reason=seq.finish or "length",
+        seed=request.seed_for(seq.sample),
+        logprobs=seq.logprobs if request.logprobs is not None else None,
+        top_logprobs=seq.top if request.logprobs else None,
+        latency_s=seq.finished_at - started,
+    )
