@@ -634,7 +634,7 @@ class HFRunner:
     def _advance(self, seq: _Sequence, choice: Draw, request: GenerationRequest, prompt_len: int) -> None:
         """Take the drawn token into `seq` and decide whether it has finished."""
         if choice.token in self.eos:
-            self._finish(seq, "stop")
+            self._finish(seq, "eos")
             return
         seq.tokens.append(choice.token)
         seq.logprobs.append(choice.logprob)

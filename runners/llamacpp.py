@@ -300,7 +300,7 @@ class LlamaCppRunner:
         """Sample the next token of `seq` and decide whether it has finished."""
         choice = draw(logits, request.temperature, request.top_p, seq.rng, request.logprobs or 0)
         if choice.token in self.eog:
-            self._finish(seq, "stop")
+            self._finish(seq, "eos")
             return
         seq.tokens.append(choice.token)
         seq.logprobs.append(choice.logprob)

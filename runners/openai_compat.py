@@ -189,7 +189,7 @@ class OpenAIRunner:
         completion = Completion(
             text="".join(text),
             tokens=int(usage.get("completion_tokens", len(logprobs))),
-            finish_reason="length" if finish == "length" else "stop",
+            stop_reason="length" if finish == "length" else "stop",
             seed=seed,
             logprobs=logprobs if request.logprobs is not None else None,
             top_logprobs=top if request.logprobs else None,

@@ -81,7 +81,7 @@ def completion_of(seq: Any, request: GenerationRequest, started: float) -> Compl
     return Completion(
         text=seq.text,
         tokens=len(seq.tokens),
-        finish_reason=seq.finish or "length",
+        stop_reason=seq.finish or "length",
         seed=request.seed_for(seq.sample),
         logprobs=seq.logprobs if request.logprobs is not None else None,
         top_logprobs=seq.top if request.logprobs else None,

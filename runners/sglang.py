@@ -103,7 +103,7 @@ def parse_item(
     return Completion(
         text=str(item.get("text", "")),
         tokens=tokens,
-        finish_reason="length" if finish.get("type") == "length" else "stop",
+        stop_reason="length" if finish.get("type") == "length" else "stop",
         seed=seed,
         logprobs=[float(lp) for lp in chosen] if request.logprobs is not None else None,
         top_logprobs=top if request.logprobs else None,

@@ -385,7 +385,7 @@ class VLLMRunner:
         return Completion(
             text=output.text,
             tokens=len(output.token_ids),
-            finish_reason="length" if output.finish_reason == "length" else "stop",
+            stop_reason="length" if output.finish_reason == "length" else "stop",
             seed=seed,
             logprobs=chosen,
             top_logprobs=top if request.logprobs else None,

@@ -43,17 +43,38 @@ class GenerationRequest:
         return self.seeds[index] if index < len(self.seeds) else index
 
 
+STOP_REASONS = ("eos", "stop", "length")
+
+
 @dataclass
 class Completion:
-    """One sampled completion."""
+    """One sampled completion.
+
+    Args:
+        text: what the model wrote, without the EOS token and without the stop string.
+        tokens: generated tokens, counted the same way by every runner (see the runner conformance
+            suite): the tokens of the text, plus the stop string's, plus one for an EOS token.
+        stop_reason: "eos" (the model ended), "stop" (a stop string ended it) or "length" (the
+            token cap, or the context, cut it).
+        seed: the sample's seed.
+        logprobs, top_logprobs: per token of the text, when asked.
+        latency_s: from the start of its batch to its last token.
+        stop_string: the stop string that ended it, when stop_reason is "stop".
+    """
 
     text: str
     tokens: int
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    stop_reason: str
     seed: int
     logprobs: list[float] | None = None
     top_logprobs: list[dict[str, float]] | None = None
     latency_s: float = 0.0
+    stop_string: str | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's coarser form: "length" when cut by the cap, else "stop"."""
+        return "length" if self.stop_reason == "length" else "stop"
 
 
 @dataclass
@@ -75,6 +96,7 @@ class RunnerInfo:
     engine_version: str
     device: str
     model_sha256: str | None = None
+    dtype: str = ""  # weights' dtype as the engine runs them, e.g. "q4_1", "float32", "bfloat16"
     prefix_sharing: bool = False  # evaluates a prompt shared by samples once
     continuation: bool = True  # can extend a partial assistant answer (GenerationRequest.continuation)
 
@@ -94,12 +116,27 @@ class Runner(Protocol):
 
 @dataclass(frozen=True)
 class Problem:
-    """One item of a task."""
+    """One item of a task, reference included: only the harness, graders and oracle arms see it."""
 
     id: str
     question: str
     reference: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> PublicProblem:
+        return PublicProblem(self.id, self.question, self.metadata)
+
+
+@dataclass(frozen=True)
+class PublicProblem:
+    """What a strategy or verifier that is not an oracle sees of a problem: no reference at all."""
+
+    id: str
+    question: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+AnyProblem = Problem | PublicProblem
 
 
 @runtime_checkable
@@ -119,10 +156,62 @@ class Task(Protocol):
         """
         ...
 
-    def messages(self, problem: Problem) -> list[Message]: ...
+    def messages(self, problem: AnyProblem) -> list[Message]:
+        """The prompt; it reads the question and metadata only, never the reference."""
+        ...
 
     def extract(self, text: str) -> str | None:
         """The final answer found in a completion, or None."""
         ...
 
+    def canonical(self, answer: str) -> str:
+        """A normal form of an extracted answer: answers equal by meaning share it (votes group by it)."""
+        ...
+
     def grade(self, answer: str | None, problem: Problem) -> bool: ...
+
+
+class PublicTask:
+    """A task as non-oracle strategies and verifiers see it: prompts, extraction and canonical
+    forms, but no grading and no loading (either would reach the reference)."""
+
+    def __init__(self, task: Task) -> None:
+        self.__task = task
+        self.name = task.name
+        self.description = task.description
+
+    def messages(self, problem: AnyProblem) -> list[Message]:
+        return self.__task.messages(problem)
+
+    def extract(self, text: str) -> str | None:
+        return self.__task.extract(text)
+
+    def canonical(self, answer: str) -> str:
+        return canonical_answer(self.__task, answer)
+
+
+def canonical_answer(task: Any, answer: str) -> str:
+    """task.canonical(answer), or the stripped answer for a task that defines no canonical form."""
+    method = getattr(task, "canonical", None)
+    return str(method(answer)) if callable(method) else answer.strip()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A grade and how it was reached: "graded", "no_answer", or "timeout" / "error" when the
+    checker ran past its time limit or failed on what the model wrote (both graded false)."""
+
+    correct: bool
+    status: str = "graded"
+
+
+def verdict_of(task: Any, answer: str | None, problem: Problem) -> Verdict:
+    """task.verdict(answer, problem) where the task has one, else its grade with status "graded"."""
+    method = getattr(task, "verdict", None)
+    if callable(method):
+        found = method(answer, problem)
+        assert isinstance(found, Verdict)
+        return found
+    if answer is None:
+        return Verdict(False, "no_answer")
+    return Verdict(bool(task.grade(answer, problem)))
