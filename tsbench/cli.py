@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tsbench import plugins
+from tsbench import plugins, provenance
 from tsbench.errors import UserError
-from tsbench.records import METRICS, PERFORMANCE, RunFolder
+from tsbench.identity import run_id, sample_identity
+from tsbench.records import ARMS, METRICS, PERFORMANCE, PROBLEMS, PROVENANCE, SESSIONS, RunFolder
 from tsbench.registry import Registry
 from tsbench.report import table
-from tsbench.run import build_verifiers, finish, generate_all, output_path, prepare
+from tsbench.rescoring import arms_record, rescore, scored_with_current_code
+from tsbench.run import Prepared, build_verifiers, check_budgets, generate_all, prepare
 from tsbench.spec import build_spec, read_spec_file
 
 RESULTS_ROOT = Path("results")
@@ -55,6 +58,7 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
         "verifiers": args.verifier,
         "budget_unit": args.budget_unit,
         "pool_size": args.pool_size,
+        "param_count": args.param_count,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.task_arg:
@@ -81,29 +85,61 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner = plugins.runners.get(prepared.spec.runner)(
         model=prepared.spec.model, threads=prepared.spec.threads, **prepared.spec.runner_options
     )
+    try:
+        return _run_with(prepared, runner, args.no_progress)
+    finally:
+        runner.close()
+
+
+def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
     info = runner.info()
+    if prepared.spec.param_count:
+        info = replace(info, parameters=prepared.spec.param_count)
     verifiers = build_verifiers(prepared, runner)
-    path = output_path(prepared.spec, RESULTS_ROOT)
-    folder = RunFolder.open(path, prepared.spec.to_yaml())
+    check_budgets(prepared, runner, info.parameters, verifiers)
+    generating = [a.strategy for a in prepared.arms if a.strategy.pool == "search"] + list(verifiers.values())
+    identity = sample_identity(
+        prepared.spec.identity(), prepared.task, prepared.problems, info, runner, generating
+    )
+    path = Path(prepared.spec.output) if prepared.spec.output else RESULTS_ROOT / run_id(identity)
+    folder = RunFolder.open(path, prepared.spec.to_yaml(), identity)
+    if not (path / PROVENANCE).exists():
+        origin = getattr(prepared.task, "data_sha256", None)
+        data_origin = f"task file sha256: {origin}" if origin else "procedural"
+        folder.write_json(PROVENANCE, provenance.collect(info, identity["data_sha256"], data_origin))
+        folder.write_json(ARMS, arms_record(prepared.arms, verifiers))
     done = len(folder.done_ids())
     total = len(prepared.problems)
-    progress: Any = None
-    if not args.no_progress:
-        from tqdm import tqdm
+    if done < total:
+        folder.append(SESSIONS, [provenance.session(info, prepared.spec, done)])
+        progress: Any = None
+        if not no_progress:
+            from tqdm import tqdm
 
-        progress = tqdm(
-            total=total, initial=done, unit="problem", desc=f"run {prepared.run_id}", file=sys.stderr
-        )
-    try:
-        generate_all(prepared, runner, verifiers, folder, progress.update if progress else (lambda _: None))
-    except BaseException:
-        folder.remove_if_empty()
-        raise
-    finally:
-        if progress:
-            progress.close()
-        runner.close()
-    metric_data, perf = finish(prepared, info, verifiers, folder)
+            progress = tqdm(
+                total=total, initial=done, unit="problem", desc=f"run {path.name}", file=sys.stderr
+            )
+        try:
+            generate_all(
+                prepared,
+                runner,
+                info.parameters,
+                verifiers,
+                folder,
+                progress.update if progress else (lambda _: None),
+            )
+        except BaseException:
+            folder.remove_if_empty()
+            raise
+        finally:
+            if progress:
+                progress.close()
+    if done == total and scored_with_current_code(folder, prepared.task):
+        metric_data, perf = folder.read_json(METRICS), folder.read_json(PERFORMANCE)
+    else:
+        if done == total and folder.complete:
+            print("re-scored: the scoring code changed since this run was scored; no sample was generated")
+        metric_data, perf = rescore(folder, prepared.task)
     print(table(metric_data, perf))
     if done:
         print(f"resumed: {done} of {total} problems were already done")
@@ -126,13 +162,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """Re-score a finished run with the installed code and print its table."""
     folder = RunFolder(Path(args.run))
-    if not folder.complete:
+    if not (folder.path / ARMS).exists():
+        raise UserError(f"{args.run} is not a tsbench run folder; give a folder like results/<run-id>")
+    ids = folder.done_ids()
+    total = len(folder.read_jsonl(PROBLEMS))
+    if not folder.complete and not ids:
         raise UserError(
-            f"{args.run} is not a finished run (no {METRICS}); run `tsbench run` with its spec to finish it"
+            f"{args.run} has no finished problem yet; run `tsbench run` with its spec to generate them"
         )
-    perf = folder.read_json(PERFORMANCE) if (folder.path / PERFORMANCE).exists() else None
-    print(table(folder.read_json(METRICS), perf))
+    metric_data, perf = rescore(folder)
+    print(table(metric_data, perf))
+    if not folder.complete or total != len(ids):
+        print(f"note: {len(ids)} problems are done in this folder")
     return 0
 
 
@@ -255,12 +298,17 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--output", help="results folder (default results/<run-id>)")
     run.add_argument("--threads", help="CPU threads for CPU runners")
+    run.add_argument(
+        "--param-count",
+        dest="param_count",
+        help="the model's parameter count, for FLOPs, where the runner cannot know it (e.g. 1.5e9)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="list tasks, runners or strategies")
     lst.add_argument("what", choices=["tasks", "runners", "strategies", "verifiers"])
     lst.set_defaults(func=cmd_list)
-    rep = sub.add_parser("report", help="print the table of a finished run folder")
+    rep = sub.add_parser("report", help="re-score a run folder with the installed code and print its table")
     rep.add_argument("run", help="run folder, e.g. results/<run-id>")
     rep.set_defaults(func=cmd_report)
     pb = sub.add_parser("processbench", help="score a process verifier on ProcessBench (first wrong step)")

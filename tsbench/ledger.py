@@ -14,9 +14,10 @@ def forward_flops(parameters: int, tokens: float) -> float:
 class Spend:
     """Compute spent on one problem by one strategy at one budget.
 
-    prompt_tokens counts the prompt tokens the engine had to evaluate: once per problem where it
-    shares one prompt across samples (prefix reuse), once per sample where it does not.
-    Verifier spend is kept apart and is included in flops.
+    Costs are canonical, the same on every engine: a request's prompt (messages and any
+    continuation) is charged once however many samples it asks for, whatever a cache saved (what
+    the engine really evaluated is kept apart in the run's timings). Verifier spend is kept apart
+    from the policy's and is included in flops.
     """
 
     samples: float = 0.0
@@ -24,6 +25,15 @@ class Spend:
     generated_tokens: float = 0.0
     verifier_tokens: float = 0.0
     flops: float = 0.0
+
+    @property
+    def tokens(self) -> float:
+        """Everything counted in tokens: policy prompt + generated + verifier."""
+        return self.prompt_tokens + self.generated_tokens + self.verifier_tokens
+
+    @property
+    def policy_tokens(self) -> float:
+        return self.prompt_tokens + self.generated_tokens
 
     def __add__(self, other: Spend) -> Spend:
         return Spend(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import tsbench.tasks
-from tsbench.contracts import Message, Problem, Task
+from tsbench.contracts import AnyProblem, Message, Problem, Task
 from tsbench.errors import UserError
 from tsbench.tasks.answers import last_boxed
 from tsbench.verifiers.base import VerifierSpend, score_paths
@@ -103,7 +103,7 @@ class ProcessBenchTask:
     def load(self, limit: int | None, seed: int, data_dir: str | None) -> list[Problem]:
         return [as_problem(item) for item in load_processbench(data_dir or FIXTURE_DIR, limit=limit)]
 
-    def messages(self, problem: Problem) -> list[Message]:
+    def messages(self, problem: AnyProblem) -> list[Message]:
         return [
             {
                 "role": "system",
@@ -114,6 +114,9 @@ class ProcessBenchTask:
 
     def extract(self, text: str) -> str | None:
         return last_boxed(text)
+
+    def canonical(self, answer: str) -> str:
+        return answer.strip()
 
     def grade(self, answer: str | None, problem: Problem) -> bool:
         return False

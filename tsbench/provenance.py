@@ -74,10 +74,9 @@ def gpus() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def collect(
-    runner: RunnerInfo, data_sha256: str | None, data_origin: str, settings: dict[str, Any]
-) -> dict[str, Any]:
-    """Everything about where and how a run happened; `settings` holds the spec's non-result fields."""
+def collect(runner: RunnerInfo, data_sha256: str | None, data_origin: str) -> dict[str, Any]:
+    """Where and with what a run's samples were first generated; written once, when its folder is
+    created (a resumed run adds a line to sessions.jsonl instead)."""
     return {
         "tsbench": __version__,
         "python": sys.version.split()[0],
@@ -93,8 +92,25 @@ def collect(
         "model_sha256": runner.model_sha256,
         "data_sha256": data_sha256,
         "data_origin": data_origin,
-        "settings": settings,
+        "dtype": runner.dtype,
         "packages": {
             p: package_version(p) for p in ("numpy", "llama-cpp-python", "transformers", "torch", "vllm")
         },
+    }
+
+
+def session(runner: RunnerInfo, spec: Any, done: int) -> dict[str, Any]:
+    """One session that generates into a run folder: the machine, tsbench and the settings that
+    change how fast it goes, never what it produces (a resumed run may run elsewhere)."""
+    from datetime import datetime, timezone
+
+    return {
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tsbench": __version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "gpus": gpus(),
+        "device": runner.device,
+        "problems_already_done": done,
+        "settings": {name: getattr(spec, name) for name in ("output", "data_dir", "threads")},
     }

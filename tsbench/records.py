@@ -1,14 +1,22 @@
 """A run's folder: append-only JSONL records that survive a crash, and final files written last.
 
-Layout of results/<run-id>/:
-  spec.yaml          the resolved spec (its hash is the run id)
-  samples.jsonl      one line per sample: prompt, text, answer, grade, tokens, seed, finish reason
-  problems.jsonl     one line per problem: score and spend per strategy x budget
+Layout of results/<run-id>/ (the run id is a hash of identity.json):
+  identity.json      everything that determines the samples (tsbench.identity); written once
+  spec.yaml          the resolved spec
+  arms.json          the strategy x verifier arms and which of them are oracles; written once
+  provenance.json    versions, hashes and hardware of the session that created the run; written once
+  sessions.jsonl     one line per session that generated into the folder (machine, version, threads)
+  samples.jsonl      as generated, one line per sample: prompt, text, tokens, seed, stop reason,
+                     verifier scores and spend
+  problems.jsonl     as generated, one line per problem: reference, prompt, search attempts
   timings.jsonl      wall-clock per sample and per problem (kept apart: timings never repeat exactly)
   traces.jsonl       search strategies' trees, one line per problem x strategy x budget
-  metrics.json       accuracy with 95% CI and compute per strategy x budget (written at the end)
-  performance.json   tokens/s and latency percentiles (written at the end)
-  provenance.json    versions, hashes, hardware
+Derived from those by the scoring code, rewritten whenever it re-scores:
+  grades.jsonl       per sample: extracted answer, canonical form, grade and how it was reached
+  scores.jsonl       per problem x strategy x budget: accuracy, samples, spend, fallback
+  metrics.json       accuracy with 95% CI and compute per strategy x budget, and the scoring
+                     identity it was computed with; its presence marks the run complete
+  performance.json   tokens/s and latency percentiles
 
 A problem counts as done once its problems.jsonl line is on disk; samples and timings are written
 before it, so after a crash the lines of unfinished problems are dropped and generated again.
@@ -27,6 +35,8 @@ from tsbench.errors import UserError
 
 SAMPLES, PROBLEMS, TIMINGS, TRACES = "samples.jsonl", "problems.jsonl", "timings.jsonl", "traces.jsonl"
 METRICS, PERFORMANCE, PROVENANCE, SPEC = "metrics.json", "performance.json", "provenance.json", "spec.yaml"
+IDENTITY, SESSIONS, GRADES, SCORES = "identity.json", "sessions.jsonl", "grades.jsonl", "scores.jsonl"
+ARMS = "arms.json"
 
 
 def dumps(record: Any) -> str:
@@ -57,21 +67,28 @@ class RunFolder:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, spec_yaml: str) -> RunFolder:
-        """Create the folder, or reopen it for the same spec and drop unfinished problems' lines."""
+    def open(cls, path: Path, spec_yaml: str, identity: dict[str, Any]) -> RunFolder:
+        """Create the folder, or reopen it for the same sample identity and drop unfinished problems'
+        lines. A folder whose samples came from anything else is refused, naming what changed."""
+        from tsbench.identity import changes
+
         folder = cls(path)
-        spec_file = path / SPEC
-        if spec_file.exists():
-            if spec_file.read_text(encoding="utf-8") != spec_yaml:
+        identity_file = path / IDENTITY
+        if identity_file.exists():
+            held = json.loads(identity_file.read_text(encoding="utf-8"))
+            if held != identity:
+                changed = changes(held, identity)
                 raise UserError(
-                    f"output folder {path} holds a run of a different spec ({spec_file}); "
-                    f"pass another --output or delete that folder"
+                    f"output folder {path} holds samples generated under another identity "
+                    f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); "
+                    "pass another --output or delete that folder"
                 )
         elif path.exists() and any(path.iterdir()):
             raise UserError(f"output folder {path} exists and is not a tsbench run; pass another --output")
         path.mkdir(parents=True, exist_ok=True)
-        if not spec_file.exists():
-            write_atomic(spec_file, spec_yaml)
+        if not identity_file.exists():
+            write_atomic(path / SPEC, spec_yaml)
+            folder.write_json(IDENTITY, identity)
         folder._drop_unfinished()
         return folder
 
@@ -121,6 +138,16 @@ class RunFolder:
     def timings(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.path / TIMINGS))
 
+    def rewrite_jsonl(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        """Replace a derived file whole (grades, scores): a crash leaves the old one or the new."""
+        write_atomic(self.path / name, "".join(dumps(r) + "\n" for r in records))
+
+    def append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        self._append(name, records)
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        return list(read_jsonl(self.path / name))
+
     def write_json(self, name: str, data: Any) -> None:
         write_atomic(self.path / name, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -129,5 +156,5 @@ class RunFolder:
 
     def remove_if_empty(self) -> None:
         """Leave nothing behind when a run fails before finishing a single problem."""
-        if not self.done_ids():
+        if not self.done_ids() and not (self.path / METRICS).exists():
             shutil.rmtree(self.path, ignore_errors=True)

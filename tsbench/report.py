@@ -7,56 +7,70 @@ from typing import Any
 
 from tabulate import tabulate
 
-from tsbench.stats import percentile, wilson_interval
+from tsbench.stats import expected_max_of_subset, percentile, wilson_interval
 
 SPEND_FIELDS = ("samples", "prompt_tokens", "generated_tokens", "verifier_tokens", "flops")
 
 
-def _rows_by_key(problems: list[dict[str, Any]]) -> dict[tuple[str, int], list[dict[str, Any]]]:
-    rows: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for record in problems:
-        for strategy, by_budget in record["results"].items():
-            for k, result in by_budget.items():
-                rows[(strategy, int(k))].append(result)
-    return rows
-
-
-def metrics(problems: list[dict[str, Any]], order: list[str], oracles: set[str]) -> dict[str, Any]:
-    """Accuracy with a 95% CI and mean compute per problem, for every strategy x budget.
+def metrics(scores: list[dict[str, Any]], order: list[str], oracles: set[str], unit: str) -> dict[str, Any]:
+    """Accuracy with a 95% CI and mean spend per problem, for every strategy x budget level.
 
     Args:
-        problems: problems.jsonl records.
-        order: strategy names in the order to report them.
-        oracles: names of strategies that peek at the reference.
+        scores: scores.jsonl records (one per problem x arm x level).
+        order: arm keys in the order to report them.
+        oracles: keys of arms that read the reference.
+        unit: what a level counts (samples, tokens or flops).
+
+    Returns:
+        {"rows": [...], "budget_unit": unit, "problems": n}; a row's `within_budget` says whether
+        its mean spend is at or under its level in that unit (policy samples for samples).
     """
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for record in scores:
+        grouped[(record["arm"], int(record["level"]))].append(record)
+    problems = len({r["problem_id"] for r in scores})
     rows = []
-    grouped = _rows_by_key(problems)
-    for strategy, k in sorted(grouped, key=lambda key: (order.index(key[0]), key[1])):
-        results = grouped[(strategy, k)]
+    for arm, level in sorted(grouped, key=lambda key: (order.index(key[0]), key[1])):
+        results = grouped[(arm, level)]
         n = len(results)
         accuracy = sum(r["accuracy"] for r in results) / n
         low, high = wilson_interval(accuracy, n)
         row: dict[str, Any] = {
-            "strategy": strategy,
-            "k": k,
-            "oracle": strategy in oracles,
+            "strategy": arm,
+            "k": level,
+            "oracle": arm in oracles,
             "problems": n,
             "accuracy": round(accuracy, 6),
             "ci95": [round(low, 6), round(high, 6)],
+            "width_per_problem": round(sum(r["k"] for r in results) / n, 3),
+            "fallbacks": sum(bool(r["fallback"]) for r in results),
         }
         for name in SPEND_FIELDS:
             row[f"{name}_per_problem"] = round(sum(r["spend"][name] for r in results) / n, 3)
+        row["tokens_per_problem"] = round(
+            row["prompt_tokens_per_problem"]
+            + row["generated_tokens_per_problem"]
+            + row["verifier_tokens_per_problem"],
+            3,
+        )
+        spent = {
+            "samples": row["width_per_problem"],
+            "tokens": row["tokens_per_problem"],
+            "flops": row["flops_per_problem"],
+        }[unit]
+        row["within_budget"] = bool(spent <= level * (1 + 1e-9))
         rows.append(row)
-    return {"rows": rows}
+    return {"rows": rows, "budget_unit": unit, "problems": problems}
 
 
-def rule_rewards(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def rule_rewards(samples: list[dict[str, Any]], grades: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """DeepSeek-R1's rule rewards as metrics, per pool: the mean format and accuracy reward.
 
     The accuracy reward is each sample graded against the reference (pass@1 of the pool).
     """
     from tsbench.verifiers.rule_rewards import well_formatted
 
+    correct = {(g["problem_id"], g["pool"], g["index"]): g["correct"] for g in grades}
     by_pool: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for sample in samples:
         by_pool[sample["pool"]].append(sample)
@@ -64,31 +78,53 @@ def rule_rewards(samples: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         pool: {
             "samples": len(rows),
             "format_reward": round(sum(well_formatted(r["text"]) for r in rows) / len(rows), 6),
-            "accuracy_reward": round(sum(bool(r["correct"]) for r in rows) / len(rows), 6),
+            "accuracy_reward": round(
+                sum(bool(correct[(r["problem_id"], pool, r["index"])]) for r in rows) / len(rows), 6
+            ),
+            "truncated": round(sum(r.get("stop_reason") == "length" for r in rows) / len(rows), 6),
         }
         for pool, rows in sorted(by_pool.items())
     }
 
 
-def performance(timings: list[dict[str, Any]]) -> dict[str, Any]:
-    """Throughput over the whole run, and per strategy x budget latency and decode speed."""
+def performance(
+    timings: list[dict[str, Any]], scores: list[dict[str, Any]], pools: dict[str, tuple[str, str | None]]
+) -> dict[str, Any]:
+    """Throughput over the whole run, and per strategy x budget latency and decode speed.
+
+    A pool arm's latency at k is the expected slowest of k samples of its pool, plus k samples'
+    share of its verifier's scoring time; a search's is its own wall time.
+
+    Args:
+        timings: timings.jsonl records.
+        scores: scores.jsonl records.
+        pools: pool arm key -> (pool, verifier name or None).
+    """
     wall = sum(t["group_share_s"] for t in timings)
     generated = sum(t["generated_tokens"] for t in timings)
+    by_problem = {t["problem_id"]: t for t in timings}
     per_key: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
-    for t in timings:
-        for strategy, by_budget in t["latency"].items():
-            for k, (seconds, tokens) in by_budget.items():
-                per_key[(strategy, int(k))].append((seconds, tokens))
+    for record in scores:
+        t = by_problem[record["problem_id"]]
+        arm, level, k = record["arm"], int(record["level"]), int(record["k"])
+        if arm in pools:
+            pool, verifier = pools[arm]
+            seconds = expected_max_of_subset(t["samples_s"][pool], k)
+            if verifier is not None and not record["fallback"]:
+                seconds += t["verifier_s"].get(verifier, 0.0) * k
+        else:
+            seconds = t["search_s"][arm][str(level)]
+        per_key[(arm, level)].append((seconds, record["spend"]["generated_tokens"]))
     rows = []
     for (strategy, k), pairs in per_key.items():
-        seconds = [s for s, _ in pairs]
+        times = [s for s, _ in pairs]
         rows.append(
             {
                 "strategy": strategy,
                 "k": k,
-                "latency_p50_s": round(percentile(seconds, 50), 4),
-                "latency_p95_s": round(percentile(seconds, 95), 4),
-                "tokens_per_s": round(sum(t for _, t in pairs) / max(sum(seconds), 1e-9), 2),
+                "latency_p50_s": round(percentile(times, 50), 4),
+                "latency_p95_s": round(percentile(times, 95), 4),
+                "tokens_per_s": round(sum(t for _, t in pairs) / max(sum(times), 1e-9), 2),
             }
         )
     ttfts, tpots = _first_token_and_per_token(timings)
@@ -127,9 +163,33 @@ def _si(value: float) -> str:
 BUDGET_HEADERS = {"samples": "k", "tokens": "tokens <=", "flops": "FLOPs <="}
 
 
+def budget_note(metric_data: dict[str, Any]) -> str:
+    """What the budget axis means, and whether "matched compute" holds for this table."""
+    rows = metric_data["rows"]
+    unit = metric_data.get("budget_unit", "samples")
+    if unit == "samples":
+        note = "budgets in samples: k policy samples per problem (N for searches)"
+        if any(r["verifier_tokens_per_problem"] > 0 or r["width_per_problem"] != r["k"] for r in rows):
+            note += (
+                "; verifier and search spend is shown, not bounded, so rows with a verifier or a search "
+                "are not at matched compute (use --budget-unit tokens or flops for that)"
+            )
+        return note
+    what = "prompt + generated + verifier tokens" if unit == "tokens" else "policy + verifier FLOPs"
+    over = [f"{r['strategy']}@{r['k']}" for r in rows if not r["within_budget"]]
+    counts = {r["problems"] for r in rows}
+    if over or len(counts) > 1:
+        return f"NOT matched compute: mean spend over its level in {', '.join(over) or 'none'}; problems per row {sorted(counts)}"
+    fell = sum(r["fallbacks"] for r in rows)
+    return (
+        f"matched compute: every row's mean {what} per problem is at or under its level, over the same "
+        f"{counts.pop()} problems"
+        + (f"; {fell} problem-rows fell back to one answer (column 'fell back')" if fell else "")
+    )
+
+
 def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
-    """One row per strategy x budget level; levels in samples (k), or in tokens or FLOPs with the
-    mean samples-equivalent that fit them."""
+    """One row per strategy x budget level, with every part of its spend beside the level."""
     unit = metric_data.get("budget_unit", "samples")
     perf_rows = {(r["strategy"], r["k"]): r for r in (perf or {}).get("rows", [])}
     lines = []
@@ -137,13 +197,14 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
         p = perf_rows.get((row["strategy"], row["k"]), {})
         low, high = row["ci95"]
         level = _si(row["k"]) if unit == "flops" else row["k"]
-        extra = [] if unit == "samples" else [f"{row['samples_per_problem']:.1f}"]
+        extra = [] if unit == "samples" else [f"{row['width_per_problem']:.1f}", str(row["fallbacks"])]
         lines.append(
             [
                 row["strategy"] + (" (oracle)" if row["oracle"] else ""),
                 level,
                 *extra,
                 f"{100 * row['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]",
+                f"{row['tokens_per_problem']:.0f}",
                 f"{row['generated_tokens_per_problem']:.0f}",
                 f"{row['verifier_tokens_per_problem']:.0f}",
                 _si(row["flops_per_problem"]),
@@ -154,19 +215,21 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
     headers = [
         "strategy",
         BUDGET_HEADERS[unit],
-        *([] if unit == "samples" else ["samples/prob"]),
+        *([] if unit == "samples" else ["N/k per prob", "fell back"]),
         "accuracy % [95% CI]",
+        "total tok/prob",
         "gen tok/prob",
         "verif tok/prob",
         "FLOPs/prob",
         "tok/s",
         "latency p50/p95 s",
     ]
-    text = tabulate(lines, headers=headers, disable_numparse=True)
+    text = budget_note(metric_data) + "\n" + tabulate(lines, headers=headers, disable_numparse=True)
     for pool, reward in (metric_data.get("rewards") or {}).items():
         text += (
             f"\nrule rewards, {pool} pool ({reward['samples']} samples): format "
-            f"{reward['format_reward']:.2f}, accuracy {reward['accuracy_reward']:.2f} (oracle)"
+            f"{reward['format_reward']:.2f}, accuracy {reward['accuracy_reward']:.2f} (oracle); "
+            f"cut by the token cap {100 * reward.get('truncated', 0.0):.1f}%"
         )
     if perf and perf.get("generated_tokens_per_s"):
         text += f"\nengine: {perf['generated_tokens_per_s']} generated tok/s over the run"

@@ -1,37 +1,31 @@
-"""The run loop: spec -> task problems -> runner samples -> strategies (with verifiers) -> records."""
+"""The run loop: spec -> task problems -> runner samples, verifier scores and searches -> records.
+
+Generation only: what is recorded here is kept as generated. Grades and scores are derived from
+the records by tsbench.scoring, at the end of a run and whenever `tsbench report` re-scores.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tsbench import plugins, provenance
-from tsbench.contracts import GenerationRequest, GenerationResult, Problem, Runner, RunnerInfo, Task
+from tsbench import plugins
+from tsbench.contracts import GenerationRequest, GenerationResult, Problem, PublicTask, Runner, Task
 from tsbench.errors import UserError
-from tsbench.ledger import Spend, policy_spend
-from tsbench.records import METRICS, PERFORMANCE, PROVENANCE, RunFolder
-from tsbench.report import metrics, performance, rule_rewards
-from tsbench.spec import DEFAULT_POOL_SIZE, NOT_IN_RUN_ID, RunSpec
-from tsbench.stats import expected_max_of_subset
-from tsbench.strategies.base import Sample, SearchBudget
+from tsbench.ledger import forward_flops
+from tsbench.records import RunFolder
+from tsbench.scoring import Arm, stable_int
+from tsbench.spec import DEFAULT_POOL_SIZE, RunSpec
+from tsbench.strategies.base import SearchBudget
+from tsbench.verifiers.base import BoundVerifier
 
 DEFAULT_MAX_TOKENS = 256
 SEQUENCES_PER_GROUP = 32  # problems are generated in fixed groups of about this many sequences
 POOLS = ("greedy", "sampled")
-
-
-def stable_int(*parts: object) -> int:
-    """A 31-bit integer fixed by its parts, the same on every machine and Python run."""
-    digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def resolve_task(spec: RunSpec) -> Task:
@@ -52,28 +46,8 @@ def pool_size(spec: RunSpec) -> int:
     return max(spec.budgets) if spec.budget_unit == "samples" else DEFAULT_POOL_SIZE
 
 
-def affordable(budget: float, cost: Callable[[int], float], most: int) -> int:
-    """The largest k <= most whose cost fits the budget; at least 1, the smallest step there is."""
-    k = 1
-    while k < most and cost(k + 1) <= budget:
-        k += 1
-    return k
-
-
 def needs_verifier(strategy: Any) -> bool:
     return strategy.pool == "search" or bool(getattr(strategy, "needs_verifier", False))
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One row family of the table: a strategy, with the verifier it consults if any."""
-
-    strategy: Any
-    verifier: str | None
-
-    @property
-    def key(self) -> str:
-        return self.strategy.name if self.verifier is None else f"{self.strategy.name}/{self.verifier}"
 
 
 @dataclass
@@ -84,18 +58,13 @@ class Prepared:
     task: Task
     problems: list[Problem]
     arms: list[Arm]
-    data_sha256: str
-
-    @property
-    def run_id(self) -> str:
-        return self.spec.run_id()
 
     @property
     def pools(self) -> list[str]:
         return [pool for pool in POOLS if any(a.strategy.pool == pool for a in self.arms)]
 
 
-def _build_strategy(spec: RunSpec, name: str) -> Any:
+def build_strategy(spec: RunSpec, name: str) -> Any:
     factory = plugins.strategies.get(name)
     options = spec.strategy_options.get(name, {})
     try:
@@ -113,7 +82,7 @@ def prepare(spec: RunSpec) -> Prepared:
         plugins.verifiers.get(name)
     arms: list[Arm] = []
     for name in spec.strategies:
-        strategy = _build_strategy(spec, name)
+        strategy = build_strategy(spec, name)
         if not needs_verifier(strategy):
             arms.append(Arm(strategy, None))
         elif not spec.verifiers:
@@ -132,8 +101,7 @@ def prepare(spec: RunSpec) -> Prepared:
         raise UserError(f"task {spec.task} has no problems to run; check its data file and --limit")
     task_generation = getattr(task, "generation", None) or {}
     spec = replace(spec, max_tokens=spec.max_tokens or task_generation.get("max_tokens", DEFAULT_MAX_TOKENS))
-    canonical = json.dumps([[p.id, p.question, p.reference, p.metadata] for p in problems], sort_keys=True)
-    return Prepared(spec, task, problems, arms, hashlib.sha256(canonical.encode()).hexdigest())
+    return Prepared(spec, task, problems, arms)
 
 
 def build_verifiers(prepared: Prepared, runner: Runner) -> dict[str, Any]:
@@ -171,9 +139,33 @@ def build_verifiers(prepared: Prepared, runner: Runner) -> dict[str, Any]:
     return built
 
 
+def check_budgets(prepared: Prepared, runner: Runner, parameters: int, verifiers: dict[str, Any]) -> None:
+    """Refuse, before generating, budgets the run could not keep."""
+    spec = prepared.spec
+    if spec.budget_unit == "flops" and parameters <= 0:
+        raise UserError(
+            f"budgets in FLOPs need the model's parameter count, which runner {spec.runner} cannot "
+            "know; pass --param-count N (e.g. --param-count 1.5e9)"
+        )
+    searches = [a for a in prepared.arms if a.strategy.pool == "search"]
+    if searches and not callable(getattr(runner, "count_prompt_tokens", None)):
+        raise UserError(
+            f"runner {spec.runner} cannot count prompt tokens before generating, which searches need "
+            "to keep each step within its budget; use another runner or drop the search strategies"
+        )
+    if spec.budget_unit != "samples":
+        for arm in searches:
+            if not callable(getattr(verifiers[arm.verifier or ""], "cost_bound", None)):
+                raise UserError(
+                    f"verifier {arm.verifier} cannot bound its cost before scoring, so {arm.strategy.name} "
+                    f"cannot keep it within budgets in {spec.budget_unit}; use budgets in samples or "
+                    "another verifier"
+                )
+
+
 def _requests(prepared: Prepared, problem: Problem) -> list[GenerationRequest]:
     spec = prepared.spec
-    messages = tuple((m["role"], m["content"]) for m in prepared.task.messages(problem))
+    messages = tuple((m["role"], m["content"]) for m in prepared.task.messages(problem.public()))
     requests = []
     for pool in prepared.pools:
         n = 1 if pool == "greedy" else pool_size(spec)
@@ -185,182 +177,117 @@ def _requests(prepared: Prepared, problem: Problem) -> list[GenerationRequest]:
     return requests
 
 
-@dataclass
-class PoolOutcome:
-    """A problem's pool of samples, graded, with each verifier's scores and spend per sample."""
-
-    request: GenerationRequest
-    result: GenerationResult
-    samples: list[Sample]
-    scores: dict[str, list[float]]
-    verifier_spend: dict[str, Spend]  # per sample
-    verifier_s: dict[str, float]  # wall time per sample
-
-    @property
-    def mean_generated(self) -> float:
-        return sum(s.generated_tokens for s in self.samples) / len(self.samples)
+def _mean_logprob(logprobs: list[float] | None) -> float | None:
+    return sum(logprobs) / len(logprobs) if logprobs else None
 
 
-def _graded(task: Task, problem: Problem, result: GenerationResult) -> list[Sample]:
-    samples = []
-    for index, completion in enumerate(result.completions):
-        answer = task.extract(completion.text)
-        lp = completion.logprobs
-        mean_lp = (sum(lp) / len(lp)) if lp else None
-        samples.append(Sample(index, answer, task.grade(answer, problem), completion.tokens, mean_lp))
-    return samples
+def _verifier_scores(
+    prepared: Prepared, problem: Problem, result: GenerationResult, verifiers: dict[str, Any]
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]]:
+    """Each outcome verifier's scores of a sampled pool, its spend per sample ([tokens, flops])
+    and its scoring time per sample. Each sees the problem in the view its declaration allows."""
+    texts = [c.text for c in result.completions]
+    mean_logprobs = [_mean_logprob(c.logprobs) for c in result.completions]
+    n = len(texts)
+    scores: dict[str, list[float]] = {}
+    spend: dict[str, list[float]] = {}
+    seconds: dict[str, float] = {}
+    for name, verifier in verifiers.items():
+        if not hasattr(verifier, "score"):  # process-only: consulted by searches, not pools
+            continue
+        started = time.perf_counter()
+        scored = BoundVerifier(verifier, problem, prepared.task).score(texts, mean_logprobs)
+        seconds[name] = round((time.perf_counter() - started) / n, 6)
+        scores[name] = [round(float(s), 6) for s in scored.scores]
+        spend[name] = [round(scored.spend.tokens / n, 3), round(scored.spend.flops / n, 3)]
+    return scores, spend, seconds
 
 
-def _verify(verifier: Any, problem: Problem, task: Task, texts: list[str], samples: list[Sample]) -> Any:
-    """Score a pool; verifiers that read the policy's own logprobs get them alongside the text."""
-    if "mean_logprobs" in inspect.signature(verifier.score).parameters:
-        return verifier.score(problem, task, texts, mean_logprobs=[s.mean_logprob for s in samples])
-    return verifier.score(problem, task, texts)
+def search_budgets(
+    spec: RunSpec, strategy: Any, prompt_tokens: int, parameters: int
+) -> list[tuple[int, SearchBudget]]:
+    """(level, budget) of a search on one problem, whatever other arms the run has.
+
+    N (the search's width) is the number of whole samples at the token cap that fit the level;
+    with budgets in samples it is the level itself, and only policy tokens are bounded (by that
+    many samples at the cap).
+    """
+    cap = spec.max_tokens or DEFAULT_MAX_TOKENS
+    one = prompt_tokens + cap
+    if spec.budget_unit == "samples":
+        return [
+            (k, SearchBudget(samples=k, tokens=float(k * one), policy_only=True, max_tokens=cap))
+            for k in strategy.budgets(spec.budgets)
+        ]
+    found = []
+    for level in spec.budgets:
+        if spec.budget_unit == "tokens":
+            budget = SearchBudget(samples=max(1, level // one), tokens=float(level), max_tokens=cap)
+        else:
+            n = max(1, int(level // forward_flops(parameters, one)))
+            budget = SearchBudget(samples=n, flops=float(level), max_tokens=cap)
+        found.append((level, budget))
+    return found
 
 
-def _pool_outcome(
-    prepared: Prepared,
+def _run_searches(
+    prepared: Prepared, runner: Runner, parameters: int, verifiers: dict[str, Any], problem: Problem, arm: Arm
+) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
+    """Run a search once per budget level: attempts, wall seconds and traces, by level."""
+    spec = prepared.spec
+    public, view = problem.public(), PublicTask(prepared.task)
+    messages = tuple((m["role"], m["content"]) for m in view.messages(public))
+    prompt_tokens = runner.count_prompt_tokens(GenerationRequest(messages))  # type: ignore[attr-defined]
+    attempts: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    traces = []
+    for level, budget in search_budgets(spec, arm.strategy, prompt_tokens, parameters):
+        rng = np.random.default_rng(stable_int(spec.seed, problem.id, arm.key, level))
+        verifier = BoundVerifier(verifiers[arm.verifier or ""], problem, prepared.task)
+        started = time.perf_counter()
+        attempt = arm.strategy.solve(public, view, runner, verifier, budget, rng)
+        seconds[str(level)] = round(time.perf_counter() - started, 4)
+        attempts[str(level)] = {
+            "text": attempt.text,
+            "answer": attempt.answer,
+            "k": budget.samples,
+            "spend": attempt.spend.as_dict(),
+            "fallback": attempt.fallback,
+        }
+        traces.append({"problem_id": problem.id, "arm": arm.key, "k": level, "trace": attempt.trace})
+    return attempts, seconds, traces
+
+
+def _sample_records(
     problem: Problem,
+    pool: str,
     request: GenerationRequest,
     result: GenerationResult,
-    verifiers: dict[str, Any],
-) -> PoolOutcome:
-    samples = _graded(prepared.task, problem, result)
-    scores: dict[str, list[float]] = {}
-    spend: dict[str, Spend] = {}
-    seconds: dict[str, float] = {}
-    if request.temperature > 0:  # verifiers rank the sampled pool; greedy has one sample to pick
-        texts = [c.text for c in result.completions]
-        n = len(texts)
-        for name, verifier in verifiers.items():
-            if not hasattr(verifier, "score"):  # process-only: consulted by searches, not pools
-                continue
-            started = time.perf_counter()
-            scored = _verify(verifier, problem, prepared.task, texts, samples)
-            seconds[name] = (time.perf_counter() - started) / n
-            scores[name] = [round(float(s), 6) for s in scored.scores]
-            spend[name] = Spend(verifier_tokens=scored.spend.tokens / n, flops=scored.spend.flops / n)
-    return PoolOutcome(request, result, samples, scores, spend, seconds)
-
-
-def _score_pool_arm(
-    prepared: Prepared, info: RunnerInfo, problem: Problem, arm: Arm, pool: PoolOutcome
-) -> tuple[dict[str, Any], dict[str, tuple[float, float]]]:
-    """Expected accuracy and spend at every budget level, from the problem's one pool."""
-    strategy, n = arm.strategy, len(pool.samples)
-    samples = pool.samples
-    if arm.verifier is not None:
-        samples = [replace(s, score=v) for s, v in zip(samples, pool.scores[arm.verifier], strict=True)]
-    computed = pool.result.prompt_tokens_computed
-
-    def spend_at(k: int) -> Spend:
-        # The engine evaluated the prompt once for the whole pool where it shares prefixes.
-        prompt = computed if info.prefix_sharing else computed / n * k
-        spend = policy_spend(info.parameters, k, prompt, pool.mean_generated * k)
-        if arm.verifier is not None:
-            per_sample = pool.verifier_spend[arm.verifier]
-            spend = spend + Spend(verifier_tokens=per_sample.verifier_tokens * k, flops=per_sample.flops * k)
-        return spend
-
-    results, latency = {}, {}
-    for level, k in _levels(prepared.spec, strategy, spend_at, n):
-        rng = np.random.default_rng(stable_int(prepared.spec.seed, problem.id, arm.key, level))
-        accuracy = strategy.expected_accuracy(samples, k, rng)
-        results[str(level)] = {"accuracy": round(accuracy, 6), "k": k, "spend": spend_at(k).as_dict()}
-        seconds = expected_max_of_subset([c.latency_s for c in pool.result.completions], k)
-        if arm.verifier is not None:  # scoring k samples takes k/n of the pool's scoring time
-            seconds += pool.verifier_s[arm.verifier] * k
-        latency[str(level)] = (round(seconds, 4), round(pool.mean_generated * k, 2))
-    return results, latency
-
-
-def _levels(
-    spec: RunSpec, strategy: Any, spend_at: Callable[[int], Spend], most: int
-) -> list[tuple[int, int]]:
-    """(budget level, samples k) pairs a strategy reports on one problem.
-
-    With samples the level is k. With tokens or FLOPs, k is the most samples whose spend on this
-    problem fits the level, so every strategy spends within one sample of it.
-    """
-    if spec.budget_unit == "samples":
-        return [(k, k) for k in strategy.budgets(spec.budgets)]
-    field = "generated_tokens" if spec.budget_unit == "tokens" else "flops"
-    pairs = []
-    for level in spec.budgets:
-        k = affordable(level, lambda j: float(getattr(spend_at(j), field)), most)
-        allowed = strategy.budgets([k])
-        if allowed:
-            pairs.append((level, allowed[0]))
-    return pairs
-
-
-def _run_search_arm(
-    prepared: Prepared,
-    runner: Runner,
-    verifiers: dict[str, Any],
-    problem: Problem,
-    arm: Arm,
-    sampled: PoolOutcome | None,
-) -> tuple[dict[str, Any], dict[str, tuple[float, float]], list[dict[str, Any]]]:
-    """Run a search once per budget level, matched to what the sampled pool spent at that level.
-
-    With samples, a search at k may generate as many tokens as k pool samples did on this
-    problem; with tokens, the level itself; with FLOPs, it stops at the step whose policy and
-    verifier FLOPs reach the level. k (beams or paths) is the samples that fit the level.
-    """
-    spec = prepared.spec
-    per_sample = sampled.mean_generated if sampled else float(spec.max_tokens or DEFAULT_MAX_TOKENS)
-    parameters = runner.info().parameters
-    verifier = verifiers[arm.verifier or ""]
-    prompt = float(sampled.result.prompt_tokens) if sampled else 0.0
-
-    def pool_spend(k: int) -> Spend:
-        return policy_spend(parameters, k, prompt * k, per_sample * k)
-
-    results, latency, traces = {}, {}, []
-    for level, k in _levels(spec, arm.strategy, pool_spend, pool_size(spec)):
-        rng = np.random.default_rng(stable_int(spec.seed, problem.id, arm.key, level))
-        if spec.budget_unit == "flops":
-            budget = SearchBudget(samples=k, generated_tokens=float("inf"), flops=float(level))
-        else:
-            tokens = float(level) if spec.budget_unit == "tokens" else per_sample * k
-            budget = SearchBudget(samples=k, generated_tokens=tokens)
-        started = time.perf_counter()
-        attempt = arm.strategy.solve(problem, prepared.task, runner, verifier, budget, rng)
-        seconds = time.perf_counter() - started
-        correct = prepared.task.grade(attempt.answer, problem)
-        results[str(level)] = {
-            "accuracy": float(correct),
-            "answer": attempt.answer,
-            "k": k,
-            "spend": attempt.spend.as_dict(),
-        }
-        latency[str(level)] = (round(seconds, 4), round(attempt.spend.generated_tokens, 2))
-        traces.append({"problem_id": problem.id, "arm": arm.key, "k": level, "trace": attempt.trace})
-    return results, latency, traces
-
-
-def _sample_records(problem: Problem, pool: str, outcome: PoolOutcome) -> list[dict[str, Any]]:
-    req, result = outcome.request, outcome.result
-    return [
-        {
-            "problem_id": problem.id,
-            "pool": pool,
-            "index": s.index,
-            "seed": c.seed,
-            "temperature": req.temperature,
-            "prompt": req.messages[-1][1],
-            "text": c.text,
-            "answer": s.answer,
-            "correct": s.correct,
-            "prompt_tokens": result.prompt_tokens,
-            "generated_tokens": c.tokens,
-            "finish_reason": c.finish_reason,
-            "mean_logprob": None if s.mean_logprob is None else round(s.mean_logprob, 6),
-            "scores": {name: scores[s.index] for name, scores in outcome.scores.items()},
-        }
-        for s, c in zip(outcome.samples, result.completions, strict=True)
-    ]
+    scored: tuple[dict[str, list[float]], dict[str, list[float]], dict[str, float]] | None,
+) -> list[dict[str, Any]]:
+    scores, spend, _ = scored or ({}, {}, {})
+    records = []
+    for index, c in enumerate(result.completions):
+        mean_lp = _mean_logprob(c.logprobs)
+        records.append(
+            {
+                "problem_id": problem.id,
+                "pool": pool,
+                "index": index,
+                "seed": c.seed,
+                "temperature": request.temperature,
+                "prompt": request.messages[-1][1],
+                "text": c.text,
+                "prompt_tokens": result.prompt_tokens,
+                "generated_tokens": c.tokens,
+                "stop_reason": c.stop_reason,
+                "stop_string": c.stop_string,
+                "mean_logprob": None if mean_lp is None else round(mean_lp, 6),
+                "scores": {name: values[index] for name, values in scores.items()},
+                "verifier_spend": {name: values for name, values in spend.items()},
+            }
+        )
+    return records
 
 
 def groups(problems: Sequence[Problem], sequences_per_problem: int) -> list[list[Problem]]:
@@ -372,12 +299,12 @@ def groups(problems: Sequence[Problem], sequences_per_problem: int) -> list[list
 def generate_all(
     prepared: Prepared,
     runner: Runner,
+    parameters: int,
     verifiers: dict[str, Any],
     folder: RunFolder,
     on_problem_done: Callable[[int], None] = lambda _: None,
 ) -> int:
     """Generate and record every problem the folder does not hold yet; returns how many."""
-    info = runner.info()
     pools = prepared.pools
     per_problem = sum(1 if pool == "greedy" else pool_size(prepared.spec) for pool in pools)
     done = folder.done_ids()
@@ -394,82 +321,50 @@ def generate_all(
         results = iter(generated_results)
         problem_records, sample_records, timing_records, traces = [], [], [], []
         for problem, reqs in zip(todo, requests, strict=True):
-            outcomes = {
-                pool: _pool_outcome(prepared, problem, req, next(results), verifiers)
-                for pool, req in zip(pools, reqs, strict=True)
-            }
-            for pool, outcome in outcomes.items():
-                sample_records += _sample_records(problem, pool, outcome)
-            scored: dict[str, Any] = {}
-            latency: dict[str, Any] = {}
+            outcomes = {pool: (req, next(results)) for pool, req in zip(pools, reqs, strict=True)}
+            verifier_s: dict[str, float] = {}
+            for pool, (req, result) in outcomes.items():
+                # Verifiers rank the sampled pool; greedy has one sample to pick.
+                scored = _verifier_scores(prepared, problem, result, verifiers) if pool == "sampled" else None
+                verifier_s.update(scored[2] if scored else {})
+                sample_records += _sample_records(problem, pool, req, result, scored)
+            searches: dict[str, Any] = {}
+            search_s: dict[str, Any] = {}
             for arm in prepared.arms:
                 if arm.strategy.pool == "search":
-                    found = _run_search_arm(
-                        prepared, runner, verifiers, problem, arm, outcomes.get("sampled")
+                    searches[arm.key], search_s[arm.key], arm_traces = _run_searches(
+                        prepared, runner, parameters, verifiers, problem, arm
                     )
-                    scored[arm.key], latency[arm.key], arm_traces = found
                     traces += arm_traces
-                else:
-                    outcome = outcomes[arm.strategy.pool]
-                    scored[arm.key], latency[arm.key] = _score_pool_arm(prepared, info, problem, arm, outcome)
             problem_records.append(
                 {
                     "problem_id": problem.id,
+                    "question": problem.question,
                     "reference": problem.reference,
                     "metadata": problem.metadata,
-                    "messages": prepared.task.messages(problem),
-                    "results": scored,
+                    "messages": prepared.task.messages(problem.public()),
+                    "searches": searches,
                 }
             )
-            pool_tokens = sum(c.tokens for o in outcomes.values() for c in o.result.completions)
+            completions = [c for _, o in outcomes.values() for c in o.completions]
             timing_records.append(
                 {
                     "problem_id": problem.id,
-                    "latency": latency,
-                    "generated_tokens": pool_tokens,
+                    "generated_tokens": sum(c.tokens for c in completions),
                     "group_share_s": round(engine_s / len(todo), 4),
+                    "prompt_tokens_computed": {p: o.prompt_tokens_computed for p, (_, o) in outcomes.items()},
                     "samples_s": {
-                        pool: [round(c.latency_s, 4) for c in o.result.completions]
-                        for pool, o in outcomes.items()
+                        p: [round(c.latency_s, 4) for c in o.completions] for p, (_, o) in outcomes.items()
                     },
-                    "sample_tokens": {
-                        pool: [c.tokens for c in o.result.completions] for pool, o in outcomes.items()
-                    },
+                    "sample_tokens": {p: [c.tokens for c in o.completions] for p, (_, o) in outcomes.items()},
                     "ttft_s": {
-                        pool: None if o.result.ttft_s is None else round(o.result.ttft_s, 4)
-                        for pool, o in outcomes.items()
+                        p: None if o.ttft_s is None else round(o.ttft_s, 4) for p, (_, o) in outcomes.items()
                     },
+                    "verifier_s": verifier_s,
+                    "search_s": search_s,
                 }
             )
         folder.commit(problem_records, sample_records, timing_records, traces)
         generated += len(todo)
         on_problem_done(len(todo))
     return generated
-
-
-def finish(
-    prepared: Prepared, runner_info: RunnerInfo, verifiers: dict[str, Any], folder: RunFolder
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write metrics, performance and provenance; the metrics file marks the run complete."""
-    order = [arm.key for arm in prepared.arms]
-    # An arm is an oracle if its strategy or its verifier reads the reference answer.
-    oracles = {
-        a.key for a in prepared.arms if a.strategy.oracle or (a.verifier and verifiers[a.verifier].oracle)
-    }
-    metric_data = metrics(folder.problems(), order, oracles)
-    metric_data["run_id"] = prepared.run_id
-    metric_data["budget_unit"] = prepared.spec.budget_unit
-    metric_data["rewards"] = rule_rewards(folder.samples())
-    perf = performance(folder.timings())
-    origin = getattr(prepared.task, "data_sha256", None)
-    settings = {name: getattr(prepared.spec, name) for name in NOT_IN_RUN_ID}
-    data_origin = f"task file sha256: {origin}" if origin else "procedural"
-    prov = provenance.collect(runner_info, prepared.data_sha256, data_origin, settings)
-    folder.write_json(PROVENANCE, prov)
-    folder.write_json(PERFORMANCE, perf)
-    folder.write_json(METRICS, metric_data)
-    return metric_data, perf
-
-
-def output_path(spec: RunSpec, results_root: Path) -> Path:
-    return Path(spec.output) if spec.output else results_root / spec.run_id()

@@ -47,6 +47,8 @@ class RunSpec:
         data_dir: local data folder; None for $TSBENCH_DATA_DIR or the hub.
         output: results folder; None for results/<run-id>.
         threads: CPU threads for CPU runners; None lets the runner choose.
+        param_count: the policy's parameter count, for FLOPs, where the runner cannot know it
+            (an OpenAI-compatible server); None takes the runner's.
     """
 
     task: str = "arith"
@@ -69,14 +71,16 @@ class RunSpec:
     data_dir: str | None = None
     output: str | None = None
     threads: int | None = None
+    param_count: int | None = None
 
     def identity(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_ID}
         # Left out at their defaults, so that runs from before these fields keep their ids.
         if data["budget_unit"] == "samples":
             del data["budget_unit"]
-        if data["pool_size"] is None:
-            del data["pool_size"]
+        for name in ("pool_size", "param_count"):
+            if data[name] is None:
+                del data[name]
         return data
 
     def run_id(self) -> str:
@@ -111,13 +115,14 @@ def _number(value: Any, where: str, low: float, high: float) -> float:
     return number
 
 
-def _flops(value: Any, where: str) -> int:
+def _count(value: Any, where: str, what: str = "FLOP count", example: str = "1e11,1e12") -> int:
+    """A large positive count written as a number or in e-notation."""
     try:
         number = float(str(value).strip())
     except ValueError:
         number = 0.0
     if not number >= 1:
-        raise UserError(f"{where}: {value!r} is not a positive FLOP count; give e.g. 1e11,1e12")
+        raise UserError(f"{where}: {value!r} is not a positive {what}; give e.g. {example}")
     return int(number)
 
 
@@ -146,7 +151,7 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
         raw = clean["budgets"]
         items = raw.split(",") if isinstance(raw, str) else (raw if isinstance(raw, list | tuple) else [raw])
         if unit == "flops":
-            budgets = sorted({_flops(b, f"{where}: budgets") for b in items})
+            budgets = sorted({_count(b, f"{where}: budgets") for b in items})
         else:
             fix = f"give budgets in {unit} as positive integers, e.g. " + (
                 "1,4,16" if unit == "samples" else "200,800"
@@ -164,6 +169,10 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
             raise UserError(
                 f"{where}: strategies is empty; name at least one (see `tsbench list strategies`)"
             )
+    if clean.get("param_count") is not None:
+        clean["param_count"] = _count(
+            clean["param_count"], f"{where}: param_count", "parameter count", "1.5e9"
+        )
     for name in ("limit", "max_tokens", "threads", "pool_size"):
         if clean.get(name) is not None:
             clean[name] = _positive_int(clean[name], f"{where}: {name}", f"give {name} as a positive integer")

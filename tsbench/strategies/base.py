@@ -1,50 +1,93 @@
 """What a strategy sees and returns.
 
-Sampling strategies read one pool of samples per problem and report, for every budget k, the
-expected accuracy of the strategy had it drawn k samples. Estimating every k from one pool
-(rather than re-sampling per k) is what makes the budget curve cheap and low-variance.
+Pool strategies read one pool of samples per problem and are scored, for every budget k, in
+expectation over k-subsets of that pool (estimating every k from one pool, rather than re-sampling
+per k, is what makes the budget curve cheap and low-variance). A strategy that is not an oracle
+sees each sample's public view (a `Candidate`: canonical answer, tokens, scores), never whether it
+is correct; it says which candidates it would answer with (`pick`), and the harness grades that.
+Only strategies declared oracle (pass@k) receive graded `Sample`s.
+
+Search strategies spend a budget interactively with the runner and a verifier bound to the
+problem; they see the problem without its reference (`PublicProblem`) and the task without its
+grader (`PublicTask`), so a search cannot read the answer either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from tsbench.contracts import Problem, Runner, Task
+from tsbench.contracts import PublicProblem, PublicTask, Runner
 from tsbench.ledger import Spend
 
 Pool = Literal["greedy", "sampled"]
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A sample as a non-oracle strategy sees it.
+
+    Args:
+        index: position in the problem's pool.
+        answer: the task's canonical form of the extracted answer (equal meaning, equal text), or None.
+        generated_tokens: tokens the policy generated for it.
+        mean_logprob: mean token logprob, when the runner gave logprobs.
+        score: the outcome verifier's score, when the arm has a verifier.
+    """
+
+    index: int
+    answer: str | None
+    generated_tokens: int
+    mean_logprob: float | None = None
+    score: float | None = None
+
+
+@dataclass(frozen=True)
 class Sample:
-    """One graded completion from a problem's pool."""
+    """A graded sample: only oracle strategies receive these."""
 
     index: int
     answer: str | None
     correct: bool
     generated_tokens: int
     mean_logprob: float | None = None
-    score: float | None = None  # the outcome verifier's score, when the run has a verifier
+    score: float | None = None
+
+    def public(self) -> Candidate:
+        return Candidate(self.index, self.answer, self.generated_tokens, self.mean_logprob, self.score)
 
 
 class PoolStrategy(Protocol):
-    """Picks a final answer from k samples of a pool; scored in expectation over k-subsets."""
+    """Picks a final answer from k candidates of a pool.
+
+    `pick` returns, for the candidates it is given, the probability that it answers with each
+    (by Candidate.index; ties spread evenly, weights summing to 1, or nothing for no answer).
+    """
 
     name: str
     pool: Pool
-    oracle: bool  # True when it peeks at the reference (an upper bound, not a method)
+    oracle: bool  # False: receives Candidates through pick(); True: receives Samples
 
     def budgets(self, requested: Sequence[int]) -> list[int]:
         """The budgets this strategy reports, given those the user asked for."""
         ...
 
-    def expected_accuracy(self, samples: Sequence[Sample], k: int, rng: np.random.Generator) -> float:
-        """Expected correctness at budget k, estimated from the whole pool."""
-        ...
+    def pick(self, candidates: Sequence[Candidate]) -> dict[int, float]: ...
+
+
+class OraclePoolStrategy(Protocol):
+    """An upper bound that reads correctness (pass@k): scored by its own estimator."""
+
+    name: str
+    pool: Pool
+    oracle: Literal[True]
+
+    def budgets(self, requested: Sequence[int]) -> list[int]: ...
+
+    def expected_accuracy(self, samples: Sequence[Sample], k: int, rng: np.random.Generator) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -52,28 +95,44 @@ class SearchBudget:
     """What a search may spend on one problem.
 
     Args:
-        samples: the samples-equivalent budget k (N in search-and-learn: beams or paths).
-        generated_tokens: policy tokens the search may generate; it stops at the first step that
-            reaches it, so it overshoots by at most one step.
-        flops: policy and verifier FLOPs it may spend, checked the same way (budgets in FLOPs).
+        samples: N, the search's width (search-and-learn's n: beams, or paths to complete).
+        tokens: the most tokens it may spend in all: policy prompt + generated, plus verifier
+            tokens (rollouts included) unless `policy_only`.
+        flops: the most FLOPs it may spend, counted the same way.
+        policy_only: with budgets in samples, the bounds hold policy tokens only; the verifier's
+            spend is reported beside them, not bounded (the table says so).
+        max_tokens: the task's cap on one whole solution (a fallback answer's cap).
     """
 
     samples: int
-    generated_tokens: float
+    tokens: float = float("inf")
     flops: float = float("inf")
+    policy_only: bool = False
+    max_tokens: int = 256
 
 
 @dataclass
 class Attempt:
-    """A search's final answer, what it spent, and its trace (the tree, for tree searches)."""
+    """A search's final solution, what it spent, and its trace (the tree, for tree searches).
 
+    Args:
+        text: the solution text the answer is extracted from (kept, so a run can be re-scored).
+        answer: the extracted answer (raw, as the task's extractor gives it), or None.
+        spend: policy and verifier spend; verifier tokens and FLOPs included.
+        trace: the search's rounds or tree.
+        fallback: the search could not take its first step within the budget and answered with
+            one greedy solution capped to what the budget had left.
+    """
+
+    text: str
     answer: str | None
-    spend: Spend  # policy and verifier spend; verifier_tokens and its FLOPs included
-    trace: dict[str, Any]
+    spend: Spend
+    trace: dict[str, Any] = field(default_factory=dict)
+    fallback: bool = False
 
 
 class SearchStrategy(Protocol):
-    """Spends a budget interactively with the runner and a verifier; runs once per budget."""
+    """Spends a budget interactively with the runner and a bound verifier; runs once per budget."""
 
     name: str
     pool: Literal["search"]
@@ -83,10 +142,15 @@ class SearchStrategy(Protocol):
 
     def solve(
         self,
-        problem: Problem,
-        task: Task,
+        problem: PublicProblem,
+        task: PublicTask,
         runner: Runner,
         verifier: Any,
         budget: SearchBudget,
         rng: np.random.Generator,
-    ) -> Attempt: ...
+    ) -> Attempt:
+        """Args:
+        verifier: a verifiers.base.BoundVerifier: the arm's verifier bound to this problem,
+            with the view its declaration allows.
+        """
+        ...

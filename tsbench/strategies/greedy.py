@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
 from tsbench.plugins import strategies
 
-from .base import Sample
+from .base import Candidate
 
 
 @strategies.register("greedy", "one chain-of-thought sample at temperature 0")
@@ -20,5 +18,5 @@ class Greedy:
     def budgets(self, requested: Sequence[int]) -> list[int]:
         return [1]
 
-    def expected_accuracy(self, samples: Sequence[Sample], k: int, rng: np.random.Generator) -> float:
-        return float(samples[0].correct)
+    def pick(self, candidates: Sequence[Candidate]) -> dict[int, float]:
+        return {candidates[0].index: 1.0} if candidates else {}

@@ -1,37 +1,42 @@
-"""Majority vote (self-consistency, Wang et al. 2022) over k samples' extracted answers."""
+"""Majority vote (self-consistency, Wang et al. 2022) over k samples' answers, grouped by the
+task's canonical form, so that answers equal in meaning ('\\frac12', '0.5') vote together."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Sequence
-from itertools import combinations
-from math import comb
-
-import numpy as np
 
 from tsbench.plugins import strategies
 
-from .base import Sample
-
-MAX_SUBSETS = 200
+from .base import Candidate
 
 
-def vote(samples: Sequence[Sample]) -> float:
-    """Correctness of the plurality answer; a tie counts as a uniform pick among the tied answers."""
-    votes = Counter(s.answer for s in samples if s.answer is not None)
-    if not votes:
-        return 0.0
-    top = max(votes.values())
-    tied = [answer for answer, count in votes.items() if count == top]
-    correct = {s.answer for s in samples if s.correct}
-    return sum(answer in correct for answer in tied) / len(tied)
+def spread(groups: dict[str, list[int]], chosen: Sequence[str]) -> dict[int, float]:
+    """Weights over candidate indices: the chosen answers equally likely (a tie is a uniform
+    pick), each answer's weight shared by the candidates that gave it."""
+    weights: dict[int, float] = {}
+    for answer in chosen:
+        for index in groups[answer]:
+            weights[index] = weights.get(index, 0.0) + 1.0 / len(chosen) / len(groups[answer])
+    return weights
 
 
-def k_subsets(n: int, k: int, rng: np.random.Generator) -> list[tuple[int, ...]]:
-    """Index subsets of size k from n: all of them when few, else MAX_SUBSETS drawn with `rng`."""
-    if comb(n, k) <= MAX_SUBSETS:
-        return list(combinations(range(n), k))
-    return [tuple(sorted(rng.choice(n, size=k, replace=False).tolist())) for _ in range(MAX_SUBSETS)]
+def by_answer(candidates: Sequence[Candidate]) -> dict[str, list[int]]:
+    """Candidate indices per answer, in order of first appearance; no answer casts no vote."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for candidate in candidates:
+        if candidate.answer is not None:
+            groups[candidate.answer].append(candidate.index)
+    return groups
+
+
+def vote(candidates: Sequence[Candidate]) -> dict[int, float]:
+    """The plurality answer; a tie counts as a uniform pick among the tied answers."""
+    groups = by_answer(candidates)
+    if not groups:
+        return {}
+    top = max(len(members) for members in groups.values())
+    return spread(groups, [answer for answer, members in groups.items() if len(members) == top])
 
 
 @strategies.register("majority", "self-consistency: the most common answer among k samples")
@@ -43,6 +48,5 @@ class Majority:
     def budgets(self, requested: Sequence[int]) -> list[int]:
         return list(requested)
 
-    def expected_accuracy(self, samples: Sequence[Sample], k: int, rng: np.random.Generator) -> float:
-        subsets = k_subsets(len(samples), k, rng)
-        return float(np.mean([vote([samples[i] for i in subset]) for subset in subsets]))
+    def pick(self, candidates: Sequence[Candidate]) -> dict[int, float]:
+        return vote(candidates)

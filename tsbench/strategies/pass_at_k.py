@@ -1,4 +1,5 @@
-"""pass@k: does any of k samples hold the right answer? An oracle upper bound, never a method."""
+"""pass@k: does any of k samples hold the right answer? An oracle upper bound, never a method:
+it reads each sample's grade, which only strategies declared oracle receive."""
 
 from __future__ import annotations
 

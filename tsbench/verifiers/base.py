@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from tsbench.contracts import Problem, Task
+from tsbench.contracts import AnyProblem, Problem, PublicTask, Task
 from tsbench.errors import UserError
 
 STEP_DELIMITER = "\n\n"
@@ -52,6 +52,19 @@ class ProcessVerifier(Protocol):
 
     def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
         """For each partial solution (a list of steps), one score per step."""
+        ...
+
+
+class CostBounded(Protocol):
+    """A process verifier whose spend can be bounded before it is asked; searches need this to
+    check, before each step, that the step and its scoring fit the budget."""
+
+    def cost_bound(
+        self, problem: Problem, task: Task, steps: Sequence[Sequence[str]], extra_tokens: int
+    ) -> VerifierSpend:
+        """At least what score_steps(problem, task, paths) would spend now (its memo counted),
+        where each path is one of `steps` whose last step is longer by up to `extra_tokens`
+        tokens. Affine in extra_tokens, so a search can solve for the longest step that fits."""
         ...
 
 
@@ -158,3 +171,41 @@ def score_solutions(
     if "mean_logprobs" in inspect.signature(verifier.score).parameters:
         return verifier.score(problem, task, solutions, mean_logprobs=mean_logprobs)  # type: ignore[call-arg]
     return verifier.score(problem, task, solutions)
+
+
+class BoundVerifier:
+    """An arm's verifier bound to one problem, with the view its declaration allows: the whole
+    problem for a verifier declared oracle, the public view (no reference, no grader) otherwise.
+    Searches hold this, never the problem itself.
+    """
+
+    def __init__(self, verifier: Any, problem: Problem, task: Task) -> None:
+        self._verifier = verifier
+        self.name: str = getattr(verifier, "name", type(verifier).__name__)
+        self.oracle = bool(getattr(verifier, "oracle", False))
+        self._problem: AnyProblem = problem if self.oracle else problem.public()
+        self._task: Any = task if self.oracle else PublicTask(task)
+
+    @property
+    def bounded(self) -> bool:
+        return callable(getattr(self._verifier, "cost_bound", None))
+
+    def score(self, solutions: Sequence[str], mean_logprobs: Sequence[float | None] | None = None) -> Scored:
+        return score_solutions(self._verifier, self._problem, self._task, solutions, mean_logprobs)  # type: ignore[arg-type]
+
+    def score_steps(self, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        return score_paths(self._verifier, self._problem, self._task, steps)  # type: ignore[arg-type]
+
+    def cost_bound(self, steps: Sequence[Sequence[str]], extra_tokens: int) -> VerifierSpend:
+        if not steps:
+            return VerifierSpend()
+        if not self.bounded:
+            raise UserError(
+                f"verifier {self.name} cannot bound its cost before scoring (no cost_bound method), "
+                "so a search cannot keep it within a budget; give it a cost_bound or use another verifier"
+            )
+        bound: VerifierSpend = self._verifier.cost_bound(self._problem, self._task, steps, extra_tokens)
+        return bound
+
+    def reset(self) -> None:
+        start_fresh(self._verifier)
