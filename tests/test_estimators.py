@@ -6,14 +6,22 @@ from math import comb
 import numpy as np
 import pytest
 
+from tsbench.scoring import expected_accuracy, k_subsets
 from tsbench.stats import expected_max_of_subset, percentile, wilson_interval
 from tsbench.strategies.base import Sample
-from tsbench.strategies.majority import Majority, k_subsets, vote
+from tsbench.strategies.majority import Majority
+from tsbench.strategies.majority import vote as pick_by_vote
 from tsbench.strategies.pass_at_k import PassAtK, pass_at_k
 
 
 def pool(answers: list[str | None], correct: str) -> list[Sample]:
     return [Sample(i, a, a == correct, 10) for i, a in enumerate(answers)]
+
+
+def vote(samples: list[Sample]) -> float:
+    """Correctness of majority's pick, graded as the harness grades it."""
+    weights = pick_by_vote([s.public() for s in samples])
+    return sum(w * next(s.correct for s in samples if s.index == i) for i, w in weights.items())
 
 
 @pytest.mark.parametrize("n,c", [(16, 0), (16, 1), (16, 5), (16, 16), (8, 3), (5, 4)])
@@ -49,7 +57,12 @@ def test_majority_is_exact_mean_over_all_subsets_when_few() -> None:
     rng = np.random.default_rng(0)
     for k in range(1, 7):
         brute = np.mean([vote([samples[i] for i in s]) for s in combinations(range(6), k)])
-        assert Majority().expected_accuracy(samples, k, rng) == pytest.approx(brute)
+        assert expected_accuracy(Majority(), samples, k, rng) == pytest.approx(brute)
+
+
+def test_votes_split_by_canonical_answer_weight_each_sample_of_the_winner() -> None:
+    samples = pool(["1/2", "1/2", "1/3", None], "1/2")
+    assert pick_by_vote([s.public() for s in samples]) == {0: 0.5, 1: 0.5}
 
 
 def test_majority_samples_subsets_with_the_given_rng_when_many() -> None:
@@ -65,8 +78,8 @@ def test_pass_at_k_bounds_majority_for_every_pool() -> None:
         answers = [str(x) for x in rng.integers(0, 4, size=16)]
         samples = pool(answers, "0")
         for k in (1, 2, 4, 8, 16):
-            maj = Majority().expected_accuracy(samples, k, np.random.default_rng(k))
-            assert PassAtK().expected_accuracy(samples, k, rng) >= maj - 1e-9
+            maj = expected_accuracy(Majority(), samples, k, np.random.default_rng(k))
+            assert expected_accuracy(PassAtK(), samples, k, rng) >= maj - 1e-9
 
 
 def test_wilson_interval_is_honest_at_the_edges() -> None:

@@ -79,7 +79,7 @@ def test_a_task_yaml_with_an_unknown_grader_says_which_field(tmp_path: Path) -> 
 
 
 def test_run_folder_drops_lines_of_unfinished_problems(tmp_path: Path) -> None:
-    folder = RunFolder.open(tmp_path / "run", "spec: 1\n")
+    folder = RunFolder.open(tmp_path / "run", "spec: 1\n", {"spec": 1})
     folder.commit(
         [{"problem_id": "a", "results": {}}], [{"problem_id": "a", "index": 0}], [{"problem_id": "a"}]
     )
@@ -88,13 +88,15 @@ def test_run_folder_drops_lines_of_unfinished_problems(tmp_path: Path) -> None:
         handle.write('{"problem_id": "b", "index": 0}\n{"problem_id": "b", "ind')
     with (tmp_path / "run" / PROBLEMS).open("a") as handle:
         handle.write('{"problem_id": "b", "res')
-    reopened = RunFolder.open(tmp_path / "run", "spec: 1\n")
+    reopened = RunFolder.open(tmp_path / "run", "spec: 1\n", {"spec": 1})
     assert reopened.done_ids() == {"a"}
     assert [s["problem_id"] for s in reopened.samples()] == ["a"]
     assert (tmp_path / "run" / SAMPLES).read_text().endswith("\n")
 
 
-def test_run_folder_refuses_another_spec(tmp_path: Path) -> None:
-    RunFolder.open(tmp_path / "run", "spec: 1\n")
-    with pytest.raises(UserError, match="holds a run of a different spec"):
-        RunFolder.open(tmp_path / "run", "spec: 2\n")
+def test_run_folder_refuses_samples_of_another_identity_and_names_what_changed(tmp_path: Path) -> None:
+    RunFolder.open(tmp_path / "run", "spec: 1\n", {"data_sha256": "aaa", "spec": {"seed": 0}})
+    with pytest.raises(UserError, match=r"another identity \(data_sha256 \(\"aaa\" -> \"bbb\"\)\)"):
+        RunFolder.open(tmp_path / "run", "spec: 1\n", {"data_sha256": "bbb", "spec": {"seed": 0}})
+    with pytest.raises(UserError, match=r"spec.seed \(0 -> 1\)"):
+        RunFolder.open(tmp_path / "run", "spec: 1\n", {"data_sha256": "aaa", "spec": {"seed": 1}})
