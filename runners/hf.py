@@ -28,7 +28,7 @@ from tsbench.provenance import file_sha256
 from .chat import render
 from .embedded import EMBEDDED_ID, embedded_gguf
 from .llamacpp import default_threads
-from .sampling import Draw, completion_of, draw
+from .sampling import Draw, completion_of, draw, find_stop
 
 # Shapes of public Llama 3 checkpoints, for throughput checks with random weights (nothing is
 # downloaded). RoPE scaling is left out: it changes no kernel shape and so no timing.
@@ -168,6 +168,7 @@ class _Sequence:
     prefix: int = 0  # incremental detokenization window: tokens[prefix:read] are already in `text`
     read: int = 0
     finish: str | None = None
+    stop_string: str | None = None
     finished_at: float = 0.0
 
 
@@ -414,6 +415,7 @@ class HFRunner:
             engine_version=self.engine_version,
             device=device,
             model_sha256=self._sha256 if self.path is not None else None,
+            dtype=str(self.dtype).removeprefix("torch."),
             prefix_sharing=True,
         )
 
@@ -441,6 +443,9 @@ class HFRunner:
         if self._add_bos and not (bos_text and text.startswith(bos_text)):
             ids.insert(0, int(self.tokenizer.bos_token_id))
         return ids
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt_tokens(request))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         prompts = [self.prompt_tokens(r) for r in requests]
@@ -649,18 +654,17 @@ class HFRunner:
             added = window[len(shown) :]
             seq.text += added
             seq.prefix, seq.read = seq.read, len(seq.tokens)
-        for stop in request.stop:
-            at = seq.text.find(stop, max(0, len(seq.text) - len(added) - len(stop)))
-            if added and at >= 0:
-                seq.text = seq.text[:at]
-                self._finish(seq, "stop")
-                return
+        stop = find_stop(seq.text, request.stop, len(seq.text) - len(added)) if added else None
+        if stop is not None:
+            seq.text = seq.text[: stop[0]]
+            self._finish(seq, "stop", stop[1])
+            return
         if len(seq.tokens) >= request.max_tokens or prompt_len + len(seq.tokens) >= self.n_ctx:
             self._finish(seq, "length")
 
     @staticmethod
-    def _finish(seq: _Sequence, reason: str) -> None:
-        seq.finish = reason
+    def _finish(seq: _Sequence, reason: str, stop: str | None = None) -> None:
+        seq.finish, seq.stop_string = reason, stop
         seq.finished_at = time.perf_counter()
 
 

@@ -23,7 +23,7 @@ from tsbench.provenance import file_sha256
 
 from .chat import render
 from .embedded import resolve_model_file
-from .sampling import completion_of, draw
+from .sampling import completion_of, draw, find_stop
 
 
 def default_threads() -> int:
@@ -61,6 +61,18 @@ def busy_cores(cores: int, window_s: float = 0.3) -> int:
     return min(cores - 1, int(busy_share * cores + 0.25))
 
 
+def gguf_file_type(value: str | None, lib: Any) -> str:
+    """A GGUF's `general.file_type` by llama.cpp's name for it ("q4_1", "f16"), else "gguf"."""
+    try:
+        code = int(value or "") & ~int(getattr(lib, "LLAMA_FTYPE_GUESSED", 1024))
+    except ValueError:
+        return "gguf"
+    for name in dir(lib):
+        if name.startswith(("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_")) and getattr(lib, name) == code:
+            return name.split("_", 3)[3].lower()
+    return "gguf"
+
+
 @dataclass
 class _Sequence:
     """One sample being decoded."""
@@ -75,6 +87,7 @@ class _Sequence:
     raw: bytearray = field(default_factory=bytearray)
     text: str = ""
     finish: str | None = None
+    stop_string: str | None = None
     finished_at: float = 0.0
 
 
@@ -123,6 +136,7 @@ class LlamaCppRunner:
         metadata = self.model.metadata()
         self.template = metadata.get("tokenizer.chat_template")
         self.bos_text = self._piece(self.model.token_bos()) if self.model.token_bos() >= 0 else ""
+        self.dtype = gguf_file_type(metadata.get("general.file_type"), llama_cpp)
         self._sha256: str | None = None
 
     def info(self) -> RunnerInfo:
@@ -135,6 +149,7 @@ class LlamaCppRunner:
             engine_version=f"llama-cpp-python {self._lib.__version__}",
             device=f"cpu x{self.threads} threads",
             model_sha256=self._sha256,
+            dtype=self.dtype,
             prefix_sharing=True,
         )
 
@@ -156,6 +171,10 @@ class LlamaCppRunner:
         text = render(self.template, request.message_dicts(), bos=self.bos_text) + request.continuation
         add_bos = self.model.add_bos_token() and not (self.bos_text and text.startswith(self.bos_text))
         return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """GenerationResult.prompt_tokens of `request`, without generating."""
+        return len(self.prompt_tokens(request))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         prompts = [self.prompt_tokens(r) for r in requests]
@@ -307,17 +326,17 @@ class LlamaCppRunner:
         if request.logprobs:
             seq.top.append({self._piece(t): lp for t, lp in choice.top.items()})
         seq.raw += self.pieces[choice.token]
+        shown = len(seq.text)
         seq.text = seq.raw.decode("utf-8", errors="ignore")
-        for stop in request.stop:
-            at = seq.text.find(stop, max(0, len(seq.text) - len(stop) - 16))
-            if at >= 0:
-                seq.text = seq.text[:at]
-                self._finish(seq, "stop")
-                return
+        stop = find_stop(seq.text, request.stop, shown)
+        if stop is not None:
+            seq.text = seq.text[: stop[0]]
+            self._finish(seq, "stop", stop[1])
+            return
         if len(seq.tokens) >= request.max_tokens or prompt_len + len(seq.tokens) >= self.n_ctx:
             self._finish(seq, "length")
 
     @staticmethod
-    def _finish(seq: _Sequence, reason: str) -> None:
-        seq.finish = reason
+    def _finish(seq: _Sequence, reason: str, stop: str | None = None) -> None:
+        seq.finish, seq.stop_string = reason, stop
         seq.finished_at = time.perf_counter()

@@ -2,11 +2,27 @@
 
 Each sample is its own request carrying its own seed, so samples are reproducible one by one
 where the server honours seeds. Requests run with bounded concurrency and retry with exponential
-backoff on 429, 5xx and connection errors. Token counts come from the response's `usage`.
+backoff on 429, 5xx and connection errors. Streams are read event by event as they arrive, so
+the first content event times the first token.
+
+How a sample ended: finish_reason "length" is "length". A finish_reason "stop" is either the EOS
+token or a stop string, which OpenAI's API does not tell apart. vLLM's server adds `stop_reason`
+(the matched stop string, a stop token's id, or null for EOS) and SGLang's `matched_stop`; both are
+read. A server that says neither (llama-cpp-python's) gives "stop" with that stop string when the
+logprob tokens it streamed run past the text into a requested stop string (llama-cpp-python
+streams the token that reached the stop), and "eos" with no stop_string otherwise.
+
+Token counts: the stream's `usage.completion_tokens` where it has one (vLLM, SGLang and OpenAI
+count the EOS token there, as the contract does). llama-cpp-python's stream has no usage; its
+streamed logprob entries are counted instead, plus one for an EOS. That is exact for "eos" and
+"length", but llama-cpp-python cuts its stream inside a stop string, so a "stop" sample whose stop
+string spans several tokens is counted short by those after the first (its unstreamed usage, which
+the runner cannot have without generating again, counts them).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -20,8 +36,13 @@ from typing import Any
 from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.errors import UserError
 
+from .sampling import engine_stop
+
 BASE_URL_ENV = "TSBENCH_OPENAI_BASE_URL"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+RETRY_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
+# Fields some servers add to a finished choice to say what ended it: vLLM's, SGLang's.
+MATCHED_FIELDS = ("stop_reason", "matched_stop")
 
 
 @dataclass
@@ -99,6 +120,14 @@ class OpenAIRunner:
             self._prompt_tokens[key] = int(usage.get("prompt_tokens", 0))
         return self._prompt_tokens[key]
 
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """GenerationResult.prompt_tokens of `request`, as the server counts it.
+
+        The server's tokenizer and chat template decide, so this asks it: a one-token completion,
+        whose answer is kept per prompt (one decode step the first time, nothing after).
+        """
+        return self._prompt_length(request)
+
     def info(self) -> RunnerInfo:
         return RunnerInfo(
             model_id=self.model,
@@ -113,25 +142,33 @@ class OpenAIRunner:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, stream: bool = False) -> Any:
-        """One HTTP call with retries; returns the raw body, or its lines when streaming."""
-        data = json.dumps(body).encode() if body is not None else None
+    def _open(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        return urllib.request.urlopen(request, timeout=self.timeout_s)
+
+    def _retry_or_raise(self, exc: Exception, attempt: int, method: str, path: str) -> None:
+        """Back off before the next attempt, or raise when `exc` is final or attempts are spent."""
+        if isinstance(exc, urllib.error.HTTPError) and (
+            exc.code not in RETRY_STATUS or attempt == self.retries
+        ):
+            detail = exc.read().decode(errors="replace")[:300]
+            raise RuntimeError(f"{method} {path} failed: HTTP {exc.code}: {detail}") from None
+        if attempt == self.retries:
+            raise exc
+        time.sleep(self.backoff_s * 2**attempt)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> bytes:
+        """One HTTP call with retries; returns the raw body."""
         for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                    return response.readlines() if stream else bytes(response.read())
-            except urllib.error.HTTPError as exc:
-                if exc.code not in RETRY_STATUS or attempt == self.retries:
-                    detail = exc.read().decode(errors="replace")[:300]
-                    raise RuntimeError(f"{method} {path} failed: HTTP {exc.code}: {detail}") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if attempt == self.retries:
-                    raise
-            time.sleep(self.backoff_s * 2**attempt)
+                with self._open(method, path, body) as response:
+                    return bytes(response.read())
+            except RETRY_ERRORS as exc:
+                self._retry_or_raise(exc, attempt, method, path)
         raise AssertionError("unreachable")
 
     def _body(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
@@ -165,13 +202,15 @@ class OpenAIRunner:
         """One sample, streamed: the first content chunk's arrival is the time to first token."""
         seed = request.seed_for(index)
         body = self._body(request, seed)
-        # Logprobs always ride along: they count tokens exactly where a server omits `usage`.
+        # Logprobs always ride along: they count tokens where a stream omits `usage`.
         body.update(stream=True, stream_options={"include_usage": True}, logprobs=True)
         body.setdefault("top_logprobs", 0)
         started = time.perf_counter()
         ttft: float | None = None
         text: list[str] = []
-        finish = "stop"
+        streamed: list[str] = []  # the tokens that the logprob entries name
+        finish: str | None = None
+        matched: tuple[Any] | None = None  # what the server said ended the sample, if it said
         usage: dict[str, Any] = {}
         logprobs: list[float] = []
         top: list[dict[str, float]] = []
@@ -182,18 +221,35 @@ class OpenAIRunner:
                 if delta:
                     ttft = ttft if ttft is not None else time.perf_counter() - started
                     text.append(delta)
-                chosen, alternatives = _logprobs(choice.get("logprobs"))
-                logprobs += chosen or []
-                top += alternatives or []
-                finish = choice.get("finish_reason") or finish
+                for item in (choice.get("logprobs") or {}).get("content") or []:
+                    streamed.append(str(item.get("token", "")))
+                    logprobs.append(float(item["logprob"]))
+                    top.append({alt["token"]: float(alt["logprob"]) for alt in item.get("top_logprobs", [])})
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                    fields = [choice[f] for f in MATCHED_FIELDS if f in choice]
+                    matched = (fields[0],) if fields else None
+        written = "".join(text)
+        if finish is None:
+            raise RuntimeError(f"the stream from {self.base_url} ended without a finish_reason")
+        if matched is not None or finish != "stop":
+            stop_reason, stop_string = engine_stop(finish, matched[0] if matched else None)
+        else:
+            stop_string = _stop_streamed_past(written, "".join(streamed), request.stop)
+            stop_reason = "eos" if stop_string is None else "stop"
+        eos = stop_reason == "eos"
+        tokens = int(usage["completion_tokens"]) if "completion_tokens" in usage else len(logprobs) + eos
+        if eos:  # logprobs are the text's; a server may stream one for the EOS token
+            logprobs, top = logprobs[: max(0, tokens - 1)], top[: max(0, tokens - 1)]
         completion = Completion(
-            text="".join(text),
-            tokens=int(usage.get("completion_tokens", len(logprobs))),
-            stop_reason="length" if finish == "length" else "stop",
+            text=written,
+            tokens=tokens,
+            stop_reason=stop_reason,
             seed=seed,
             logprobs=logprobs if request.logprobs is not None else None,
             top_logprobs=top if request.logprobs else None,
             latency_s=time.perf_counter() - started,
+            stop_string=stop_string,
         )
         prompt_tokens = (
             int(usage["prompt_tokens"]) if "prompt_tokens" in usage else self._prompt_length(request)
@@ -201,15 +257,29 @@ class OpenAIRunner:
         return _Reply(completion, prompt_tokens, ttft)
 
     def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Server-sent events of a streamed completion; retried whole if it fails before any event."""
-        raw = self._call("POST", path, body, stream=True)
-        for line in raw:
-            line = line.strip()
-            if line.startswith(b"data:"):
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    return
-                yield json.loads(data)
+        """Server-sent events of a streamed completion, each as it arrives.
+
+        A stream that fails before its first event is retried whole; one that fails later raises,
+        since its events are already used.
+        """
+        for attempt in range(self.retries + 1):
+            seen = False
+            try:
+                with self._open("POST", path, body) as response:
+                    for raw in response:  # one line at a time, as the server sends it
+                        line = raw.strip()
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        seen = True
+                        yield json.loads(data)
+                return
+            except RETRY_ERRORS as exc:
+                if seen:
+                    raise
+                self._retry_or_raise(exc, attempt, "POST", path)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()
@@ -234,12 +304,10 @@ class OpenAIRunner:
         return results
 
 
-def _logprobs(block: dict[str, Any] | None) -> tuple[list[float] | None, list[dict[str, float]] | None]:
-    if not block or not block.get("content"):
-        return None, None
-    chosen = [float(item["logprob"]) for item in block["content"]]
-    top = [
-        {alt["token"]: float(alt["logprob"]) for alt in item.get("top_logprobs", [])}
-        for item in block["content"]
-    ]
-    return chosen, top
+def _stop_streamed_past(text: str, streamed: str, stops: Sequence[str]) -> str | None:
+    """The requested stop string that the streamed tokens ran into past the text, if any."""
+    extra = streamed[len(text) :] if streamed.startswith(text) else ""
+    for stop in stops:
+        if extra and (stop.startswith(extra) or extra.startswith(stop)):
+            return stop
+    return None

@@ -6,6 +6,7 @@ logprobs, so a sample is reproducible on its own whatever else shares its batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,20 +71,56 @@ def draw(
     return Draw(token, float(logprobs[token]), top)
 
 
+def find_stop(text: str, stops: Sequence[str], since: int) -> tuple[int, str] | None:
+    """The earliest stop string in `text` that ends after `since` (the text before was checked).
+
+    Returns (where it starts, which stop), or None.
+    """
+    found: tuple[int, str] | None = None
+    for stop in stops:
+        at = text.find(stop, max(0, since - len(stop) + 1))
+        if at >= 0 and (found is None or at < found[0]):
+            found = (at, stop)
+    return found
+
+
 def completion_of(seq: Any, request: GenerationRequest, started: float) -> Completion:
     """The Completion of a sequence decoded by a hand-written loop (llamacpp, hf).
 
     Args:
-        seq: the runner's per-sample state: sample, text, tokens, finish, logprobs, top, finished_at.
+        seq: the runner's per-sample state: sample, text, tokens (without the EOS token), finish,
+            stop_string, logprobs, top, finished_at.
         request: the request it was drawn for.
         started: when its wave started; latency counts from there.
     """
+    # The EOS token took a decode step like any other, and engines that report usage count it.
+    eos = seq.finish == "eos"
     return Completion(
         text=seq.text,
-        tokens=len(seq.tokens),
+        tokens=len(seq.tokens) + int(eos),
         stop_reason=seq.finish or "length",
         seed=request.seed_for(seq.sample),
         logprobs=seq.logprobs if request.logprobs is not None else None,
         top_logprobs=seq.top if request.logprobs else None,
         latency_s=seq.finished_at - started,
+        stop_string=seq.stop_string if seq.finish == "stop" else None,
+    )
+
+
+def engine_stop(finish: str | None, matched: object) -> tuple[str, str | None]:
+    """(stop_reason, stop_string) from an engine's finish reason and what it says ended the sample.
+
+    vLLM (CompletionOutput.stop_reason, its server's `stop_reason`) and SGLang (`matched`, its
+    server's `matched_stop`) give the stop string that matched, or the token id of a stop token
+    (an end-of-sequence token other than the model's main one), or None for the EOS token.
+
+    Raises:
+        RuntimeError: the engine aborted the sample (or ended it for a reason outside the contract).
+    """
+    if finish == "length":
+        return "length", None
+    if finish == "stop":
+        return ("stop", matched) if isinstance(matched, str) else ("eos", None)
+    raise RuntimeError(
+        f"the engine ended a sample with finish reason {finish!r}, neither 'stop' nor 'length'"
     )

@@ -26,6 +26,7 @@ from typing import Any
 from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.errors import UserError
 
+from .sampling import engine_stop
 from .vllm import chat_prompt_ids, folder_parameters, model_folder
 
 BASE_URL_ENV = "TSBENCH_SGLANG_BASE_URL"
@@ -79,16 +80,16 @@ def parse_item(
     """
     meta = item.get("meta_info") or {}
     finish = meta.get("finish_reason") or {}
+    stop_reason, stop_string = engine_stop(finish.get("type"), finish.get("matched"))
     chosen = [entry[0] for entry in meta.get("output_token_logprobs") or []]
     ids = list(item.get("output_ids") or [entry[1] for entry in meta.get("output_token_logprobs") or []])
     tops = list(meta.get("output_top_logprobs") or [])
-    tokens = int(meta.get("completion_tokens", len(ids)))
-    # A sample ended by an end-of-sequence token counts it (its `matched` is that token id); the
-    # other runners count only the tokens of the text, so it is dropped here.
-    matched = finish.get("matched")
-    if finish.get("type") == "stop" and isinstance(matched, int) and ids and ids[-1] == matched:
-        tokens -= 1
-        chosen, tops = chosen[:tokens], tops[:tokens]
+    # SGLang counts the token that ended a sample (EOS or a stop token id, its `matched`) in
+    # completion_tokens and gives it a logprob, as the contract counts it; logprobs stop at the text.
+    ended_by_token = stop_reason == "eos" and bool(ids) and ids[-1] == finish.get("matched")
+    tokens = int(meta.get("completion_tokens", len(ids) + int(stop_reason == "eos" and not ended_by_token)))
+    if ended_by_token:
+        chosen, tops = chosen[: len(ids) - 1], tops[: len(ids) - 1]
     top: list[dict[str, float]] = []
     for position in tops:
         alternatives: dict[str, float] = {}
@@ -103,11 +104,12 @@ def parse_item(
     return Completion(
         text=str(item.get("text", "")),
         tokens=tokens,
-        stop_reason="length" if finish.get("type") == "length" else "stop",
+        stop_reason=stop_reason,
         seed=seed,
         logprobs=[float(lp) for lp in chosen] if request.logprobs is not None else None,
         top_logprobs=top if request.logprobs else None,
         latency_s=float(meta.get("e2e_latency", 0.0)),
+        stop_string=stop_string,
     )
 
 
@@ -183,6 +185,7 @@ class SGLangRunner:
                 )
             self.model_id = Path(served).name or served
             folder = Path(tokenizer or served).expanduser()
+            weights: Path | None = Path(served) if served else None
             self.version = "http"
         else:
             folder, self.model_id, self._sha256 = model_folder(model)
@@ -194,9 +197,15 @@ class SGLangRunner:
                 options["enable_deterministic_inference"] = True
             options.update(engine_options)
             self.engine = sglang.Engine(**options)
+            weights = folder
             folder = Path(tokenizer).expanduser() if tokenizer else folder
         self.tokenizer = _load_tokenizer(folder)
-        self.parameters = parameters or (folder_parameters(folder) if folder.is_dir() else 0)
+        # Counted from the weights' own headers where they are readable here, else unknown (0): a
+        # tokenizer folder given instead may hold another model's weights.
+        self.parameters = parameters or (folder_parameters(weights) if weights and weights.is_dir() else 0)
+        server_args = getattr(self.engine, "server_args", None)
+        dtype = str(getattr(server_args, "dtype", "") or "")
+        self.dtype = "" if dtype == "auto" else dtype
         self._pieces: dict[int, str] = {}
 
     def _call(self, path: str, body: dict[str, Any] | None) -> Any:
@@ -232,6 +241,7 @@ class SGLangRunner:
             engine_version=f"sglang {self.version}",
             device=self.base_url or "in-process",
             model_sha256=self._sha256,
+            dtype=self.dtype,  # "" when the engine picks it from the model ("auto") or a server runs it
             prefix_sharing=True,  # the radix cache shares a prompt across samples
         )
 
@@ -244,6 +254,10 @@ class SGLangRunner:
         if token not in self._pieces:
             self._pieces[token] = str(self.tokenizer.decode([token]))
         return self._pieces[token]
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """GenerationResult.prompt_tokens of `request`: the prompt goes to SGLang as these token ids."""
+        return len(chat_prompt_ids(self.tokenizer, request))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         prompts = [chat_prompt_ids(self.tokenizer, r) for r in requests]

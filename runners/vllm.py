@@ -29,6 +29,7 @@ from tsbench.provenance import file_sha256
 from .chat import render
 from .embedded import EMBEDDED_ID, embedded_gguf
 from .hf import cache_root, cached_gguf, save_gguf_cache
+from .sampling import engine_stop
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 TIED_FILE = "tied-aliases.safetensors"
@@ -268,6 +269,9 @@ class VLLMRunner:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         self.tokenizer = self.llm.get_tokenizer()
         self.parameters = folder_parameters(folder)
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        # Tokens that never show in a sample's text: an end-of-sequence token among them is one.
+        self.special_ids = {int(t) for t in getattr(self.tokenizer, "all_special_ids", [])}
         self.last_stats: dict[str, float] = {}
 
     def info(self) -> RunnerInfo:
@@ -284,6 +288,7 @@ class VLLMRunner:
             engine_version=f"vllm {self._vllm.__version__}",
             device=device,
             model_sha256=self._sha256,
+            dtype=self.dtype,
             prefix_sharing=True,
         )
 
@@ -297,6 +302,9 @@ class VLLMRunner:
 
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
         return chat_prompt_ids(self.tokenizer, request)
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return len(self.prompt_tokens(request))
 
     def _params(self, request: GenerationRequest, seed: int) -> Any:
         return self._vllm.SamplingParams(
@@ -368,11 +376,22 @@ class VLLMRunner:
     def _completion(
         self, output: Any, request: GenerationRequest, seed: int, finished: float | None, total: float
     ) -> Completion:
+        stop_reason, stop_string = engine_stop(output.finish_reason, output.stop_reason)
+        ids = list(output.token_ids)
+        # vLLM keeps the EOS (or stop) token that ended a sample in token_ids, and a logprob for it;
+        # the contract counts that token but gives logprobs only for the tokens of the text.
+        ended_by_token = (
+            stop_reason == "eos"
+            and bool(ids)
+            and (ids[-1] in self.special_ids or ids[-1] == output.stop_reason)
+        )
+        tokens = len(ids) + int(stop_reason == "eos" and not ended_by_token)
+        text_ids = ids[:-1] if ended_by_token else ids
         chosen: list[float] | None = None
         top: list[dict[str, float]] | None = None
         if request.logprobs is not None and output.logprobs is not None:
             chosen, top = [], []
-            for token, position in zip(output.token_ids, output.logprobs, strict=True):
+            for token, position in zip(text_ids, output.logprobs, strict=False):
                 chosen.append(float(position[token].logprob))
                 ranked = sorted(position.items(), key=lambda item: item[1].rank or 0)
                 top.append(
@@ -384,12 +403,13 @@ class VLLMRunner:
                 )
         return Completion(
             text=output.text,
-            tokens=len(output.token_ids),
-            stop_reason="length" if output.finish_reason == "length" else "stop",
+            tokens=tokens,
+            stop_reason=stop_reason,
             seed=seed,
             logprobs=chosen,
             top_logprobs=top if request.logprobs else None,
             latency_s=min(finished, total) if finished is not None and finished > 0 else total,
+            stop_string=stop_string,
         )
 
     def _piece(self, token: int, entry: Any) -> str:

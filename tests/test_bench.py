@@ -18,6 +18,8 @@ def test_bench_reports_throughput_and_first_token(llamacpp_runner: Any) -> None:
     assert figures["tokens_per_s"] > 0 and figures["generated_tokens_per_batch"] > 0
     assert figures["ttft_p50_s"] is not None and 0 < figures["ttft_p50_s"] <= figures["wall_s"]
     assert set(figures["finish_reasons"]) <= {"stop", "length"}
+    assert set(figures["stop_reasons"]) <= {"eos", "length"}  # no stop strings in the workload
+    assert sum(figures["stop_reasons"].values()) == sum(figures["finish_reasons"].values()) == 4
 
 
 def test_tree_search_bench_spends_tokens_and_reports_no_cache_it_lacks(llamacpp_runner: Any) -> None:

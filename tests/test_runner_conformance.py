@@ -6,6 +6,8 @@ test session (see conftest.py).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tsbench.contracts import GenerationRequest, Runner
@@ -20,6 +22,9 @@ ARITH = (
     ("user", "What is 7 * 9?"),
 )
 STORY = (("user", "Write a short story about a cat who learns to count."),)
+ASK = (("user", "What is 7 times 8? Answer in one short sentence."),)
+TWO = (("user", "What is 2+2?"),)
+DAYS = (("user", "List the days of the week."),)
 
 
 def request(
@@ -57,6 +62,7 @@ def test_max_tokens_ends_with_length(runner: Runner) -> None:
     result = runner.generate([request(STORY, max_tokens=8)])[0]
     completion = result.completions[0]
     assert completion.tokens == 8 and completion.finish_reason == "length"
+    assert completion.stop_reason == "length" and completion.stop_string is None
 
 
 def test_stop_strings_are_honoured(runner: Runner) -> None:
@@ -64,16 +70,87 @@ def test_stop_strings_are_honoured(runner: Runner) -> None:
     words = free.split()
     assert len(words) > 4, free
     stop = words[3]
-    stopped = runner.generate([request(STORY, max_tokens=48, stop=(stop,))])[0].completions[0]
+    stops = ("a phrase the model will not write", stop)
+    stopped = runner.generate([request(STORY, max_tokens=48, stop=stops)])[0].completions[0]
     assert stopped.finish_reason == "stop"
+    assert stopped.stop_reason == "stop" and stopped.stop_string == stop
     assert stop not in stopped.text and free.startswith(stopped.text)
+
+
+def test_a_sample_that_ends_by_itself_reports_eos(runner: Runner) -> None:
+    completion = runner.generate([request(ASK, max_tokens=40, logprobs=0)])[0].completions[0]
+    assert completion.text.strip() and completion.tokens < 40, completion
+    assert completion.stop_reason == "eos" and completion.finish_reason == "stop"
+    assert completion.stop_string is None
+    # The EOS token is counted (it cost a decode step) but has no logprob: those are the text's.
+    assert completion.logprobs is not None and len(completion.logprobs) == completion.tokens - 1
+
+
+# Greedy requests whose text the embedded model writes alike on every engine (Q4_1 in llama.cpp,
+# its fp32 dequantization in the others) when each is decoded alone; longer texts, or other batch
+# shapes (padding changes the float rounding), can drift apart.
+AGREED = (
+    request(ASK, max_tokens=40),  # ends with EOS
+    request(TWO, max_tokens=40),  # ends with EOS
+    request(DAYS, max_tokens=24),  # cut by the cap
+    request(DAYS, max_tokens=40, stop=(" Tuesday",)),  # a stop string of one token
+    request(DAYS, max_tokens=40, stop=("\n2.",)),  # a stop string of three tokens
+)
+
+
+def test_same_text_gives_the_same_token_count_in_every_runner(
+    runner: Runner, runner_name: str, llamacpp_runner: Any
+) -> None:
+    reference = [llamacpp_runner.generate([r])[0] for r in AGREED]
+    assert [r.completions[0].stop_reason for r in reference] == ["eos", "eos", "length", "stop", "stop"]
+    first = reference[0].completions[0]
+    # Counting convention: the text's tokens plus one for the EOS token.
+    text_ids = llamacpp_runner.model.tokenize(first.text.encode(), add_bos=False, special=False)
+    assert first.tokens == len(text_ids) + 1
+    on_llamacpp_server = runner_name == "openai" and getattr(runner_name, "server", "") == "llamacpp"
+    for req, ref in zip(AGREED, reference, strict=True):
+        got = runner.generate([req])[0]
+        a, b = ref.completions[0], got.completions[0]
+        assert (b.text, b.stop_reason, b.stop_string) == (a.text, a.stop_reason, a.stop_string), req
+        assert got.prompt_tokens == ref.prompt_tokens
+        if on_llamacpp_server and req.stop == ("\n2.",):
+            # Documented in runners/openai_compat.py: llama-cpp-python's stream carries no usage and
+            # stops its logprob entries at the first token of a stop string.
+            assert b.tokens < a.tokens
+        else:
+            assert b.tokens == a.tokens, (req, a, b)
+
+
+def test_count_prompt_tokens_matches_generate(runner: Runner) -> None:
+    count = runner.count_prompt_tokens  # type: ignore[attr-defined]
+    plain = request(ARITH, max_tokens=2)
+    assert count(plain) == runner.generate([plain])[0].prompt_tokens
+    extended = request(ARITH, max_tokens=2, continuation="7 * 9 = ")
+    if not runner.info().continuation:
+        with pytest.raises(UserError, match="cannot extend a partial answer"):
+            count(extended)
+        return
+    counted = count(extended)
+    assert counted == runner.generate([extended])[0].prompt_tokens
+    assert counted > count(plain)
+
+
+def test_info_reports_dtype_and_never_guesses_parameters(runner: Runner) -> None:
+    info = runner.info()
+    expected = {"llama.cpp": "q4_1", "transformers": "float32", "vllm": "float32", "openai-compatible": ""}
+    assert info.dtype == expected.get(info.engine, info.dtype)
+    if info.engine == "openai-compatible":  # built without `parameters`: a server does not say
+        assert info.parameters == 0
+    else:
+        assert 130_000_000 < info.parameters < 140_000_000
 
 
 def test_logprobs_when_asked(runner: Runner) -> None:
     plain = runner.generate([request(max_tokens=12)])[0].completions[0]
     assert plain.logprobs is None
     asked = runner.generate([request(max_tokens=12, logprobs=3)])[0].completions[0]
-    assert asked.logprobs is not None and len(asked.logprobs) == asked.tokens
+    assert asked.logprobs is not None
+    assert len(asked.logprobs) == asked.tokens - (asked.stop_reason == "eos")
     assert all(lp <= 0.0 for lp in asked.logprobs)
     # Servers may add the chosen token to the alternatives when it is not among the top k.
     assert asked.top_logprobs is not None and all(len(top) >= 3 for top in asked.top_logprobs)

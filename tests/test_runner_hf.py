@@ -43,7 +43,7 @@ def test_info_names_the_embedded_model(runner: HFRunner) -> None:
     assert info.device == "cpu x1 threads"
     assert 130_000_000 < info.parameters < 140_000_000
     assert info.model_sha256 == file_sha256(str(embedded_gguf()))
-    assert info.prefix_sharing
+    assert info.prefix_sharing and info.dtype == "float32"
 
 
 def test_samples_follow_their_seeds(runner: HFRunner) -> None:
@@ -71,14 +71,14 @@ def test_stop_string_cuts_and_stops(runner: HFRunner) -> None:
     stop = text.split()[1]  # the second word: present, and not at the very start
     (cut,) = runner.generate([replace(greedy, stop=(stop,))])
     completion = cut.completions[0]
-    assert completion.finish_reason == "stop"
+    assert (completion.stop_reason, completion.stop_string) == ("stop", stop)
     assert stop not in completion.text
     assert completion.text == text[: text.find(stop)]
 
 
 def test_max_tokens_ends_with_length(runner: HFRunner) -> None:
     (result,) = runner.generate([GenerationRequest(STORY, n=2, temperature=0.7, max_tokens=5, seeds=(1, 2))])
-    assert [(c.tokens, c.finish_reason) for c in result.completions] == [(5, "length"), (5, "length")]
+    assert [(c.tokens, c.stop_reason) for c in result.completions] == [(5, "length"), (5, "length")]
 
 
 def test_logprobs_and_alternatives(runner: HFRunner) -> None:
@@ -104,11 +104,14 @@ def test_logprobs_and_alternatives(runner: HFRunner) -> None:
 def test_token_counts_match_the_tokenizer(runner: HFRunner) -> None:
     # Exact for greedy text: the model's likeliest continuation is the tokenizer's own segmentation.
     # Sampled text may be spelled with a segmentation the tokenizer would not choose, so those counts
-    # may differ by a token or two; none of the checks below samples.
+    # may differ by a token or two; none of the checks below samples. An EOS token counts as one.
     requests = [GenerationRequest(m, n=1, temperature=0.0, max_tokens=24) for m in (ASK, STORY)]
-    for result in runner.generate(requests):
+    results = runner.generate(requests)
+    assert [r.completions[0].stop_reason for r in results] == ["eos", "length"]
+    for result in results:
         c = result.completions[0]
-        assert c.tokens == len(runner.tokenizer(c.text, add_special_tokens=False).input_ids)
+        text_tokens = len(runner.tokenizer(c.text, add_special_tokens=False).input_ids)
+        assert c.tokens == text_tokens + (c.stop_reason == "eos")
 
 
 def test_timings_and_prompt_reuse(runner: HFRunner) -> None:

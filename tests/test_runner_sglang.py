@@ -75,29 +75,38 @@ def test_payload_has_one_item_per_sample_with_its_own_seed() -> None:
     json.dumps(payload)  # goes over HTTP as it is
 
 
-def test_an_end_of_sequence_token_is_not_counted() -> None:
-    # Stopped by EOS: `matched` is the token id, and SGLang counts that token in the output.
+def test_an_end_of_sequence_token_is_counted_without_a_logprob() -> None:
+    # Stopped by EOS: `matched` is the token id, and SGLang counts that token in the output, as the
+    # contract does; logprobs are the text's tokens only.
     request = GenerationRequest(ASK, logprobs=2)
     item = _item(" 63", [220, 3882, 2], {"type": "stop", "matched": 2}, top=2)
     completion = parse_item(item, request, seed=0, piece=lambda t: f"<{t}>")
     assert completion.text == " 63" and completion.finish_reason == "stop"
-    assert completion.tokens == 2
+    assert (completion.stop_reason, completion.stop_string) == ("eos", None)
+    assert completion.tokens == 3
     assert completion.logprobs == pytest.approx([-0.1, -0.2])
     assert completion.top_logprobs == [{"<220>": -0.1, "<900>": -5.0}, {"<3882>": -0.2, "<900>": -5.0}]
     assert completion.latency_s == 0.25
 
 
 def test_stop_string_and_length_finishes() -> None:
-    request = GenerationRequest(ASK)
+    request = GenerationRequest(ASK, stop=("\n\n",))
     stopped = parse_item(_item("7 * 9", [22, 338, 24], {"type": "stop", "matched": "\n\n"}), request, 1)
-    assert (stopped.finish_reason, stopped.tokens, stopped.logprobs, stopped.top_logprobs) == (
+    assert (stopped.stop_reason, stopped.stop_string, stopped.tokens, stopped.logprobs) == (
         "stop",
+        "\n\n",
         3,
         None,
-        None,
     )
+    assert stopped.finish_reason == "stop" and stopped.top_logprobs is None
     cut = parse_item(_item("Let", [4157], {"type": "length", "length": 1}), request, 2)
-    assert (cut.finish_reason, cut.tokens, cut.seed) == ("length", 1, 2)
+    assert (cut.stop_reason, cut.stop_string, cut.tokens, cut.seed) == ("length", None, 1, 2)
+
+
+def test_an_aborted_sample_is_an_error() -> None:
+    aborted = _item("", [], {"type": "abort", "message": "client disconnected"})
+    with pytest.raises(RuntimeError, match="finish reason 'abort'"):
+        parse_item(aborted, GenerationRequest(ASK), 0)
 
 
 def test_results_follow_request_order_and_count_cached_prompt_tokens() -> None:
@@ -173,15 +182,31 @@ def test_http_path_sends_token_ids_and_reads_the_answer(recorded_server: str) ->
     prompt = runner.tokenizer.decode(body["input_ids"][0])
     assert prompt.endswith("assistant\n7 * 9 = ") and "What is 7 * 9?" in prompt
     assert [c.text for c in result.completions] == ["sample 0", "sample 1"]
-    assert all(c.tokens == 1 for c in result.completions)
-    assert result.prompt_tokens == len(body["input_ids"][0])
+    assert all((c.tokens, c.stop_reason) == (2, "eos") for c in result.completions)
+    assert result.prompt_tokens == len(body["input_ids"][0]) == runner.count_prompt_tokens(request)
     info = runner.info()
-    assert (
-        info.engine == "sglang"
-        and info.device == recorded_server
-        and 130_000_000 < info.parameters < 140_000_000
-    )
+    assert info.engine == "sglang" and info.device == recorded_server and info.dtype == ""
+    # Read from the served model's own weights, which this machine can see here.
+    assert 130_000_000 < info.parameters < 140_000_000
     runner.close()
+
+
+def test_http_parameters_are_zero_when_the_served_weights_are_not_readable(
+    recorded_server: str, tmp_path: Path
+) -> None:
+    from tsbench.runners.sglang import SGLangRunner
+
+    tokenizer = _RecordedServer.model_path
+    _RecordedServer.model_path = str(tmp_path / "elsewhere" / "model")
+    try:
+        # The tokenizer folder holds weights too, but they need not be the served model's.
+        runner = SGLangRunner(base_url=recorded_server, tokenizer=tokenizer)
+        assert runner.info().parameters == 0
+        assert (
+            SGLangRunner(base_url=recorded_server, tokenizer=tokenizer, parameters=7).info().parameters == 7
+        )
+    finally:
+        _RecordedServer.model_path = tokenizer
 
 
 def test_http_model_mismatch_and_absent_server_are_user_errors(recorded_server: str) -> None:

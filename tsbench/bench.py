@@ -19,7 +19,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from tsbench.contracts import GenerationRequest, Runner
+from tsbench.contracts import GenerationRequest, PublicTask, Runner
 from tsbench.provenance import cpu_model, gpus, package_version
 
 # Chat prompts of the kind test-time scaling samples many answers to: short problems that call for
@@ -87,7 +87,7 @@ def bench_runner(
         batch's start), tpot_p50_s (per sample: time after its request's first token over its
         further tokens), wall_s (median batch), every batch's wall and the all-batch throughput
         (the first full-size batch can be much slower than the rest), token counts, finish reasons,
-        the runner's own breakdown when it keeps one (last_stats), and peak GPU memory when torch
+        stop reasons, the runner's own breakdown when it keeps one (last_stats), and peak GPU memory when torch
         drives a CUDA device.
     """
     requests = build_requests(prompts, n, max_tokens, temperature, top_p)
@@ -103,6 +103,7 @@ def bench_runner(
     ttfts: list[float] = []
     tpots: list[float] = []
     finishes: Counter[str] = Counter()
+    stop_reasons: Counter[str] = Counter()
     for _ in range(repeats):
         started = time.perf_counter()
         results = runner.generate(requests)
@@ -117,6 +118,7 @@ def bench_runner(
             for c in result.completions:
                 batch_tokens[-1] += c.tokens
                 finishes[c.finish_reason] += 1
+                stop_reasons[c.stop_reason] += 1
                 if first is not None and c.tokens > 1:
                     tpots.append((c.latency_s - first) / (c.tokens - 1))
     wall = statistics.median(walls)
@@ -139,6 +141,7 @@ def bench_runner(
         "prompt_tokens_per_batch": prompt_tokens / repeats,
         "prompt_tokens_computed_per_batch": computed / repeats,
         "finish_reasons": dict(finishes),
+        "stop_reasons": dict(stop_reasons),
         "runner_stats_last_batch": dict(getattr(runner, "last_stats", {}) or {}),
     }
     if torch is not None:
@@ -165,6 +168,7 @@ def tree_search_bench(
     from tsbench.plugins import tasks, verifiers
     from tsbench.strategies.base import SearchBudget
     from tsbench.strategies.beam_search import BeamSearch
+    from tsbench.verifiers.base import BoundVerifier
 
     task = tasks.get("arith")()
     strategy = BeamSearch(beam_width=beam_width, max_step_tokens=max_step_tokens, max_steps=max_steps)
@@ -175,7 +179,9 @@ def tree_search_bench(
     started = time.perf_counter()
     for problem in task.load(problems, 0, None):
         search_budget = SearchBudget(budget, budget * max_step_tokens * max_steps)
-        attempt = strategy.solve(problem, task, runner, verifier, search_budget, np.random.default_rng(0))
+        bound = BoundVerifier(verifier, problem, task)
+        rng = np.random.default_rng(0)
+        attempt = strategy.solve(problem.public(), PublicTask(task), runner, bound, search_budget, rng)
         generated += attempt.spend.generated_tokens
     figures: dict[str, Any] = {
         "problems": problems,
@@ -222,8 +228,9 @@ def smoke_check(runner: Runner, max_tokens: int = 12) -> list[str]:
     """Model-agnostic checks of a runner's contract; returns the problems found (none: passed).
 
     Checks sample counts and seeds, seeded reproducibility, temperature-0 determinism, the token
-    cap, stop strings (cut from a greedy text of the model's own, so any weights will do),
-    logprobs and their alternatives, timings and prompt token counts.
+    cap and stop reasons, stop strings (cut from a greedy text of the model's own, so any weights
+    will do), logprobs and their alternatives, timings, and prompt token counts (against
+    `count_prompt_tokens` where the runner has it).
     """
     problems: list[str] = []
 
@@ -254,20 +261,26 @@ def smoke_check(runner: Runner, max_tokens: int = 12) -> list[str]:
         for c in result.completions:
             expect(0 < c.latency_s <= result.total_s + 1e-6, f"latency {c.latency_s} outside (0, total]")
             expect(c.tokens <= max_tokens, f"{c.tokens} tokens over max_tokens={max_tokens}")
-            expected = "length" if c.tokens == max_tokens else "stop"
-            expect(c.finish_reason == expected, f"finish {c.finish_reason} with {c.tokens} tokens")
+            # No stop strings here: a sample ends at the cap or with its EOS token, which counts.
+            ended = c.tokens == max_tokens if c.stop_reason == "length" else c.stop_reason == "eos"
+            expect(ended and c.tokens > 0, f"stop_reason {c.stop_reason} with {c.tokens} tokens")
     texts = [c.text for c in first[0].completions]
     expect(texts == [c.text for c in again[0].completions], "same seeds gave different samples")
     expect(len(set(texts)) > 1, "different seeds at temperature 1 gave identical samples")
     greedy_texts = [c.text for c in first[1].completions] + [c.text for c in again[1].completions]
     expect(len(set(greedy_texts)) == 1, "temperature 0 is not deterministic")
     for c in first[0].completions:
-        expect(c.logprobs is not None and len(c.logprobs) == c.tokens, "logprobs missing or miscounted")
+        text_tokens = c.tokens - (c.stop_reason == "eos")  # an EOS token has no logprob
+        expect(c.logprobs is not None and len(c.logprobs) == text_tokens, "logprobs missing or miscounted")
         expect(all(lp <= 1e-6 for lp in c.logprobs or []), "a logprob above 0")
         top = c.top_logprobs or []
         expect(
-            len(top) == c.tokens and all(1 <= len(t) <= 2 for t in top), "top_logprobs missing or miscounted"
+            len(top) == text_tokens and all(1 <= len(t) <= 2 for t in top),
+            "top_logprobs missing or miscounted",
         )
+    count = getattr(runner, "count_prompt_tokens", None)
+    if callable(count):
+        expect(count(greedy) == first[1].prompt_tokens, "count_prompt_tokens differs from prompt_tokens")
     expect(all(c.logprobs is None for c in first[1].completions), "logprobs returned though not asked")
     # A stop string taken from the middle of the model's own greedy text, decoded alone each time so
     # that the batch shape (and with it the arithmetic) is the same with and without the stop.
@@ -276,7 +289,10 @@ def smoke_check(runner: Runner, max_tokens: int = 12) -> list[str]:
     stop = text[len(text) // 2 : len(text) // 2 + 2]
     if len(text) >= 4 and stop.strip():
         cut = runner.generate([replace(alone, stop=(stop,))])[0].completions[0]
-        expect(cut.finish_reason == "stop", f"stop string {stop!r} did not stop ({cut.finish_reason})")
+        expect(
+            cut.stop_reason == "stop" and cut.stop_string == stop,
+            f"stop string {stop!r} did not stop ({cut.stop_reason}, {cut.stop_string!r})",
+        )
         expect(cut.text == text[: text.find(stop)], f"stop string {stop!r}: got {cut.text!r} from {text!r}")
     else:
         problems.append(f"greedy text {text!r} too short to test stop strings")
