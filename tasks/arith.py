@@ -7,14 +7,15 @@ and widens the numbers, so even a 135M-parameter model shows an accuracy gradien
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tsbench.contracts import Message, Problem
+from tsbench.contracts import AnyProblem, Message, Problem, Verdict
 from tsbench.errors import UserError
 from tsbench.plugins import tasks
 
-from .answers import extract_number, grade_numeric
+from .answers import canonical_number, extract_number, verdict_numeric
 
 # level -> (steps after the start, largest operand)
 LEVELS: dict[int, tuple[int, int]] = {1: (1, 12), 2: (2, 20), 3: (3, 50), 4: (4, 100), 5: (5, 1000)}
@@ -110,14 +111,23 @@ class ArithTask:
             problems.append(Problem(f"arith-L{level}-{index:05d}", question, str(answer), {"level": level}))
         return problems
 
-    def messages(self, problem: Problem) -> list[Message]:
+    def messages(self, problem: AnyProblem) -> list[Message]:
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": problem.question}]
 
     def extract(self, text: str) -> str | None:
         return extract_number(text)
 
+    def canonical(self, answer: str) -> str:
+        return canonical_number(answer)
+
+    def canonical_many(self, answers: Sequence[str]) -> list[str]:
+        return [canonical_number(a) for a in answers]
+
+    def verdict(self, answer: str | None, problem: Problem) -> Verdict:
+        return verdict_numeric(answer, problem.reference)
+
     def grade(self, answer: str | None, problem: Problem) -> bool:
-        return grade_numeric(answer, problem.reference)
+        return self.verdict(answer, problem).correct
 
 
 @tasks.register("arith", ArithTask.__doc__ or "")

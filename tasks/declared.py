@@ -6,18 +6,19 @@ other file of the same shape, so a task needs no Python unless it needs new logi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tsbench.contracts import Message, Problem
+from tsbench.contracts import AnyProblem, Message, Problem, Verdict
 from tsbench.data import DataSource, load_rows
 from tsbench.errors import UserError
 from tsbench.plugins import tasks
 
-from .answers import EXTRACTORS, GRADERS, REFERENCES
+from .answers import CANONICALS, EXTRACTORS, GRADERS, REFERENCES, VERDICTS
 
 
 @dataclass
@@ -61,15 +62,27 @@ class DeclaredTask:
             )
         return problems
 
-    def messages(self, problem: Problem) -> list[Message]:
+    def messages(self, problem: AnyProblem) -> list[Message]:
         user = self.user.format(question=problem.question, **problem.metadata)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def extract(self, text: str) -> str | None:
         return EXTRACTORS[self.extractor](text)
 
+    def canonical(self, answer: str) -> str:
+        """The grader's normal form: a normalised number for `numeric`, math-verify's reading for
+        `math_equivalent` (see answers.canonical_math_many)."""
+        return CANONICALS[self.grader]([answer])[0]
+
+    def canonical_many(self, answers: Sequence[str]) -> list[str]:
+        """canonical() of each answer; one round trip to the math-verify worker for them all."""
+        return CANONICALS[self.grader](answers)
+
+    def verdict(self, answer: str | None, problem: Problem) -> Verdict:
+        return VERDICTS[self.grader](answer, problem.reference)
+
     def grade(self, answer: str | None, problem: Problem) -> bool:
-        return GRADERS[self.grader](answer, problem.reference)
+        return self.verdict(answer, problem).correct
 
 
 def _need(spec: dict[str, Any], key: str, where: str, choices: dict[str, Any] | None = None) -> Any:

@@ -114,6 +114,16 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class CountsPromptTokens(Protocol):
+    """A runner that can count a request's prompt tokens without generating (every built-in one
+    can); searches need it to check, before each step, that the step fits its budget."""
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        """What GenerationResult.prompt_tokens would say for this request, continuation included."""
+        ...
+
+
 @dataclass(frozen=True)
 class Problem:
     """One item of a task, reference included: only the harness, graders and oracle arms see it."""

@@ -14,7 +14,15 @@ from typing import Any
 import numpy as np
 
 from tsbench import plugins
-from tsbench.contracts import GenerationRequest, GenerationResult, Problem, PublicTask, Runner, Task
+from tsbench.contracts import (
+    CountsPromptTokens,
+    GenerationRequest,
+    GenerationResult,
+    Problem,
+    PublicTask,
+    Runner,
+    Task,
+)
 from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.records import RunFolder
@@ -148,7 +156,7 @@ def check_budgets(prepared: Prepared, runner: Runner, parameters: int, verifiers
             "know; pass --param-count N (e.g. --param-count 1.5e9)"
         )
     searches = [a for a in prepared.arms if a.strategy.pool == "search"]
-    if searches and not callable(getattr(runner, "count_prompt_tokens", None)):
+    if searches and not isinstance(runner, CountsPromptTokens):
         raise UserError(
             f"runner {spec.runner} cannot count prompt tokens before generating, which searches need "
             "to keep each step within its budget; use another runner or drop the search strategies"
