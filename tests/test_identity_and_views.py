@@ -281,3 +281,37 @@ def test_pool_verifier_scores_see_the_public_view() -> None:
     scores, spend, _ = _verifier_scores(prepared, prepared.problems[0], result, {"peek": Peek()})
     assert scores == {"peek": [1.0, 1.0]} and spend == {"peek": [4.0, 8.0]}
     assert not hasattr(spy.seen[0], "reference")
+
+
+def test_a_run_whose_samples_make_the_checker_hang_is_scored_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hostile answers twice in one run's samples: each graded false as a timeout, the rest scored."""
+    from tsbench.tasks import answers
+
+    monkeypatch.setattr(answers, "MATH_VERIFY_TIMEOUT_S", 1.5)
+    monkeypatch.setattr(answers, "CANONICAL_TIMEOUT_S", 1.5)
+    spec = build_spec({"task": "math500", "strategies": "majority", "budgets": "1,3", "pool_size": 3}, "t")
+    task = plugins.tasks.get("math500")()
+    problems = [
+        {"problem_id": p, "question": "q", "reference": "\\frac{1}{2}", "metadata": {}, "searches": {}}
+        for p in ("a", "b")
+    ]
+    texts = {
+        "a": ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{0.5}", "\\boxed{\\dfrac12}"],
+        "b": ["\\boxed{(10^{10})!}"] * 3,
+    }
+    samples = [
+        {"problem_id": p, "pool": "sampled", "index": i, "text": t, "prompt_tokens": 5, "generated_tokens": 9}
+        for p, ts in texts.items()
+        for i, t in enumerate(ts)
+    ]
+    grades, scores = score_run(
+        spec, task, [Arm(plugins.strategies.get("majority")(), None)], 1000, problems, samples
+    )
+    status = [(g["problem_id"], g["status"], g["correct"]) for g in grades]
+    assert status[:3] == [("a", "timeout", False), ("a", "graded", True), ("a", "graded", True)]
+    assert all(s == "timeout" and not c for _, s, c in status[3:])
+    # 0.5 and \dfrac12 vote together: majority of 3 is right on problem a, wrong on b.
+    at3 = {s["problem_id"]: s["accuracy"] for s in scores if s["level"] == 3}
+    assert at3 == {"a": 1.0, "b": 0.0}
