@@ -1,156 +1,54 @@
-"""Selection logic of the verifier-guided strategies, pinned on scripted runs and hand-built trees.
+"""Selection logic of the search and pool strategies, pinned on scripted runs and hand-built trees.
 
-Most tests use test doubles: ScriptedRunner (deterministic step text per (continuation, sample,
-seed)) and ScriptedVerifier (a fixed score per step text), so every number is computable by hand.
-One test runs beam search for real on the embedded model.
+The searches run on the test doubles of test_search_doubles.py (one token per character, a
+scripted step per (parent, sample, seed), a fixed score per step), so every number is computable
+by hand. One test runs beam search for real on the embedded model.
 """
 
 from __future__ import annotations
 
 import math
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import combinations
 from math import comb
 from typing import Any
 
 import numpy as np
 import pytest
-
-from tsbench.contracts import (
-    Completion,
-    GenerationRequest,
-    GenerationResult,
-    Message,
-    Problem,
-    RunnerInfo,
+from test_search_doubles import (
+    DELIMITER,
+    PARAMETERS,
+    ScriptedRunner,
+    ScriptedVerifier,
+    hashed,
+    named_steps,
+    solve,
 )
+
+from tsbench.contracts import GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.ledger import forward_flops
 from tsbench.plugins import strategies
+from tsbench.scoring import expected_accuracy
 from tsbench.strategies.base import Sample, SearchBudget
-from tsbench.strategies.beam_search import BeamSearch, Path, top_paths
+from tsbench.strategies.beam_search import BeamSearch, spread
 from tsbench.strategies.best_of_n import BestOfN, best
 from tsbench.strategies.dvts import DVTS
 from tsbench.strategies.mcts import MCTS, Node, backpropagate, most_visited, select, uct
+from tsbench.strategies.stepping import Path, top_paths
 from tsbench.strategies.weighted_best_of_n import WeightedBestOfN, weighted_vote
-from tsbench.verifiers.base import Scored, VerifierSpend
-
-PARAMETERS = 1000
-DELIMITER = "\n\n"
-
-# -- test doubles ---------------------------------------------------------------------------------
-
-# (last step of the continuation, sample index, seed) -> (step text, finish_reason)
-Script = Callable[[str, int, int], tuple[str, str]]
-
-
-def named_steps(depth_done: int) -> Script:
-    """Step names extend the parent's: "" -> "s0", "s1", ...; "s1" -> "s1.0", ... Steps at depth
-    `depth_done` end by their token cap ("length"), which completes the solution."""
-
-    def step(parent: str, index: int, seed: int) -> tuple[str, str]:
-        name = f"{parent}.{index}" if parent else f"s{index}"
-        return name, "length" if name.count(".") + 1 >= depth_done else "stop"
-
-    return step
-
-
-class ScriptedRunner:
-    """TEST DOUBLE for Runner: no model. The text of a sample depends only on (continuation,
-    sample index, seed) through `script`; every step costs `step_tokens` tokens and a prompt
-    costs 10 tokens plus one per continuation character, so the ledger is computable by hand."""
-
-    def __init__(self, script: Script, step_tokens: int = 5) -> None:
-        self.script = script
-        self.step_tokens = step_tokens
-        self.calls: list[list[GenerationRequest]] = []
-        self.produced: list[Completion] = []
-
-    def info(self) -> RunnerInfo:
-        return RunnerInfo("scripted", PARAMETERS, "script", "0", "none")
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        self.calls.append(list(requests))
-        results = []
-        for request in requests:
-            parent = request.continuation.rstrip(DELIMITER).split(DELIMITER)[-1]
-            completions = []
-            for i in range(request.n):
-                text, finish = self.script(parent, i, request.seed_for(i))
-                tokens = self.step_tokens if text else 0
-                completions.append(Completion(text, tokens, finish, request.seed_for(i)))
-            self.produced += completions
-            prompt = 10 + len(request.continuation)
-            results.append(GenerationResult(completions, prompt, prompt, 0.0))
-        return results
-
-    def close(self) -> None:
-        pass
-
-
-class ScriptedVerifier:
-    """TEST DOUBLE for a process verifier: each step's score comes from a table (else from a hash
-    of its text); each scored step costs 3 verifier tokens."""
-
-    name = "scripted"
-    oracle = False
-
-    def __init__(self, table: dict[str, float] | None = None) -> None:
-        self.table = table or {}
-        self.calls = 0
-        self.resets = 0
-
-    def reset(self) -> None:
-        self.resets += 1
-
-    def value(self, step: str) -> float:
-        return self.table.get(step, zlib.crc32(step.encode()) % 1000 / 1000)
-
-    def score_steps(self, problem: Problem, task: object, steps: Sequence[Sequence[str]]) -> list[Scored]:
-        self.calls += 1
-        return [
-            Scored(
-                [self.value(s) for s in path], VerifierSpend(3 * len(path), forward_flops(7, 3 * len(path)))
-            )
-            for path in steps
-        ]
-
-
-class LastStepTask:
-    """TEST DOUBLE for Task: the answer is the name of the last step."""
-
-    name = "scripted"
-    description = "scripted"
-
-    def load(self, limit: int | None, seed: int, data_dir: str | None) -> list[Problem]:
-        return [PROBLEM]
-
-    def messages(self, problem: Problem) -> list[Message]:
-        return [{"role": "user", "content": problem.question}]
-
-    def extract(self, text: str) -> str | None:
-        return text.split(DELIMITER)[-1] or None
-
-    def grade(self, answer: str | None, problem: Problem) -> bool:
-        return answer == problem.reference
-
-
-PROBLEM = Problem("p0", "question?", "s1.0")
-TASK = LastStepTask()
-UNLIMITED = math.inf
-
-
-def solve(strategy, runner, verifier, samples, tokens=UNLIMITED, seed=0):  # type: ignore[no-untyped-def]
-    return strategy.solve(
-        PROBLEM, TASK, runner, verifier, SearchBudget(samples, tokens), np.random.default_rng(seed)
-    )
-
+from tsbench.verifiers.base import BoundVerifier, Scored, VerifierSpend
 
 # -- best-of-N and weighted best-of-N -------------------------------------------------------------
 
 
 def sample(i: int, answer: str | None, correct: bool, score: float | None) -> Sample:
     return Sample(i, answer, correct, 10, score=score)
+
+
+def graded(pick: Any, samples: Sequence[Sample]) -> float:
+    """How often a pick over these samples' public views is correct."""
+    correct = {s.index: s.correct for s in samples}
+    return float(sum(w * correct[i] for i, w in pick([s.public() for s in samples]).items()))
 
 
 def best_of_n_closed_form(samples: Sequence[Sample], k: int) -> float:
@@ -175,8 +73,10 @@ def test_best_of_n_expected_accuracy_equals_the_closed_form_over_all_subsets() -
     ]
     strategy = BestOfN()
     for k in range(1, len(pool) + 1):
-        brute = np.mean([best([pool[i] for i in subset]) for subset in combinations(range(len(pool)), k)])
-        estimate = strategy.expected_accuracy(pool, k, np.random.default_rng(0))
+        brute = np.mean(
+            [graded(best, [pool[i] for i in subset]) for subset in combinations(range(len(pool)), k)]
+        )
+        estimate = expected_accuracy(strategy, pool, k, np.random.default_rng(0))
         assert estimate == pytest.approx(brute)
         assert estimate == pytest.approx(best_of_n_closed_form(pool, k))
 
@@ -188,8 +88,8 @@ def test_best_of_n_ties_are_a_uniform_pick_among_the_tied_samples() -> None:
         sample(2, "3", False, 0.9),
         sample(3, "1", True, 0.1),
     ]
-    assert best(pool) == pytest.approx(1 / 3)
-    assert best(pool[2:]) == 0.0
+    assert graded(best, pool) == pytest.approx(1 / 3)
+    assert graded(best, pool[2:]) == 0.0
 
 
 def test_weighted_best_of_n_sums_scores_per_answer() -> None:
@@ -201,23 +101,23 @@ def test_weighted_best_of_n_sums_scores_per_answer() -> None:
         sample(3, "7", True, 0.3),
         sample(4, None, False, 0.99),  # no answer: no vote, whatever its score
     ]
-    assert weighted_vote(pool) == 1.0
+    assert graded(weighted_vote, pool) == 1.0
     assert (
-        BestOfN().expected_accuracy(pool, 5, np.random.default_rng(0)) == 0.0
+        expected_accuracy(BestOfN(), pool, 5, np.random.default_rng(0)) == 0.0
     )  # plain best-of-N takes the 0.99
     # A tie of sums (0.3 + 0.3 + 0.3 versus 0.9) counts as a uniform pick of the two answers.
     tied = [*pool[:1], sample(1, "8", False, 0.9), *pool[2:4]]
-    assert weighted_vote(tied) == pytest.approx(0.5)
+    assert graded(weighted_vote, tied) == pytest.approx(0.5)
     # Over all 2-subsets of the first four samples, by hand: the pairs {7,7} (3 of them) win,
     # {7, 8} (3 of them) lose: 0.5.
-    assert WeightedBestOfN().expected_accuracy(pool[:4], 2, np.random.default_rng(0)) == pytest.approx(0.5)
+    assert expected_accuracy(WeightedBestOfN(), pool[:4], 2, np.random.default_rng(0)) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("strategy", [BestOfN(), WeightedBestOfN()])
 def test_scores_missing_is_a_clear_error(strategy) -> None:  # type: ignore[no-untyped-def]
     pool = [sample(0, "1", True, None), sample(1, "2", False, 0.5)]
     with pytest.raises(ValueError, match="needs a verifier score"):
-        strategy.expected_accuracy(pool, 2, np.random.default_rng(0))
+        expected_accuracy(strategy, pool, 2, np.random.default_rng(0))
 
 
 def test_strategies_are_registered_with_their_pools() -> None:
@@ -233,31 +133,39 @@ def test_strategies_are_registered_with_their_pools() -> None:
 
 # -- beam search -----------------------------------------------------------------------------------
 
+SCORES = {"s0": 0.1, "s1": 0.9, "s2": 0.5, "s3": 0.7, "s1.0": 0.2, "s1.1": 0.8, "s3.0": 0.6, "s3.1": 0.95}
 
-def test_beam_search_keeps_the_top_m_by_score_and_extends_each_by_n_over_m() -> None:
-    scores = {"s0": 0.1, "s1": 0.9, "s2": 0.5, "s3": 0.7, "s1.0": 0.2, "s1.1": 0.8, "s3.0": 0.6, "s3.1": 0.95}
-    runner, verifier = ScriptedRunner(named_steps(depth_done=2)), ScriptedVerifier(scores)
+
+def test_beam_search_keeps_n_over_m_beams_and_expands_each_m_times() -> None:
+    runner, verifier = ScriptedRunner(named_steps(depth_done=2)), ScriptedVerifier(SCORES)
     attempt = solve(BeamSearch(beam_width=2), runner, verifier, samples=4)
 
     first, second = attempt.trace["rounds"]
     assert [c["steps"] for c in first["children"]] == [["s0"], ["s1"], ["s2"], ["s3"]]
-    assert [k["steps"] for k in first["kept"]] == [["s1"], ["s3"]]  # the top 2 of 0.1, 0.9, 0.5, 0.7
-    # Round 1: the root alone, 4 samples. Round 2: each of the 2 beams, 4 / 2 = 2 samples, each
+    assert [k["steps"] for k in first["kept"]] == [["s1"], ["s3"]]  # N/M = 2 best of 0.1, 0.9, 0.5, 0.7
+    # Round 1: the root alone, N = 4 samples. Round 2: each of the 2 beams M = 2 times, each
     # continuing its own text, stopping at the delimiter.
     assert [(r.continuation, r.n, r.stop) for r in runner.calls[0]] == [("", 4, (DELIMITER,))]
     assert [(r.continuation, r.n) for r in runner.calls[1]] == [("s1\n\n", 2), ("s3\n\n", 2)]
-    # Depth-2 steps end by "length": all four complete; the best by last-step score wins.
-    assert [c["steps"][-1] for c in second["children"]] == ["s1.0", "s1.1", "s3.0", "s3.1"]
-    assert attempt.answer == "s3.1"
+    # Depth-2 steps end at EOS: four distinct solutions >= N/M; the best by last-step score wins.
+    assert [c["steps"][-1] for c in second["completed"]] == ["s1.0", "s1.1", "s3.0", "s3.1"]
+    assert attempt.trace["stopped"] == "solutions"
+    assert attempt.answer == "s3.1" and attempt.text == "s3\n\ns3.1"
     assert attempt.trace["chosen"]["scores"] == [0.7, 0.95]
 
 
 def test_beam_search_aggregate_min_changes_the_pick() -> None:
-    scores = {"s0": 0.1, "s1": 0.9, "s2": 0.5, "s3": 0.7, "s1.0": 0.2, "s1.1": 0.8, "s3.0": 0.6, "s3.1": 0.95}
     attempt = solve(
-        BeamSearch(beam_width=2, aggregate="min"), ScriptedRunner(named_steps(2)), ScriptedVerifier(scores), 4
+        BeamSearch(beam_width=2, aggregate="min"), ScriptedRunner(named_steps(2)), ScriptedVerifier(SCORES), 4
     )
     assert attempt.answer == "s1.1"  # min(0.9, 0.8) = 0.8 beats min(0.7, 0.95) = 0.7
+
+
+def test_kept_beams_fill_n_candidates_as_search_and_learn_duplicates_them() -> None:
+    assert spread(1, 16) == [16]
+    assert spread(4, 16) == [4, 4, 4, 4]
+    assert spread(3, 16) == [6, 5, 5]  # (beams * 6)[:16]: the best beam takes the extra one
+    assert spread(2, 4) == [2, 2]
 
 
 def test_top_paths_keeps_order_among_equal_scores() -> None:
@@ -265,58 +173,134 @@ def test_top_paths_keeps_order_among_equal_scores() -> None:
     assert [p.steps for p in top_paths(paths, 3, "last")] == [["b"], ["a"], ["c"]]
 
 
-def test_an_empty_step_completes_its_parent() -> None:
-    # After "s0" the model ends at once (an empty step: end of sequence right after the delimiter).
+def test_an_empty_step_at_eos_completes_its_parent() -> None:
     def step(parent: str, index: int, seed: int) -> tuple[str, str]:
-        return ("", "stop") if parent else (f"s{index}", "stop")
+        return ("", "eos") if parent else (f"s{index}", "stop")
 
     attempt = solve(BeamSearch(beam_width=1), ScriptedRunner(step), ScriptedVerifier({"s0": 0.4}), samples=1)
     assert attempt.answer == "s0"
     assert attempt.trace["completed"] == [{"steps": ["s0"], "scores": [0.4], "done": True}]
 
 
-def test_beam_search_budgets_are_those_at_least_the_beam_width() -> None:
+def test_a_step_cut_by_its_cap_completes_the_solution() -> None:
+    def step(parent: str, index: int, seed: int) -> tuple[str, str]:
+        return (f"{parent}.long-step", "stop") if parent else ("s0", "stop")
+
+    runner = ScriptedRunner(step)
+    attempt = solve(BeamSearch(beam_width=1, max_step_tokens=8), runner, ScriptedVerifier(), samples=1)
+    assert [c.stop_reason for results in runner.results for r in results for c in r.completions] == [
+        "stop",
+        "length",
+    ]
+    assert attempt.trace["completed"][0]["steps"] == ["s0", "s0.long-"]  # cut at 8 tokens, then complete
+
+
+def test_search_budgets_are_those_at_least_the_beam_width() -> None:
     assert BeamSearch(beam_width=4).budgets([1, 2, 4, 8, 16]) == [4, 8, 16]
     assert DVTS(beam_width=4).budgets([2, 4, 8]) == [4, 8]
     assert MCTS().budgets([1, 2, 4]) == [1, 2, 4]
 
 
-# -- DVTS -----------------------------------------------------------------------------------------
+# -- one beam finishing early (the issue: searches ended early) ------------------------------------
 
 
-def test_dvts_splits_n_into_n_over_m_greedy_subtrees() -> None:
-    # Children depend on the seed, so the two subtrees, seeded apart, grow different steps.
-    def step(parent: str, index: int, seed: int) -> tuple[str, str]:
-        name = f"{parent}.{seed % 97}" if parent else f"s{seed % 97}"
-        return name, "length" if name.count(".") >= 2 else "stop"
+def early_finish(parent: str, index: int, seed: int) -> tuple[str, str]:
+    """The root's first child ends the solution at once; later steps repeat in pairs (index % 2),
+    so siblings collide; steps at depth 3 end at EOS."""
+    if not parent:
+        return f"s{index}", "eos" if index == 0 else "stop"
+    name = f"{parent}.{index % 2}"
+    return name, "eos" if name.count(".") >= 2 else "stop"
 
-    runner, verifier = ScriptedRunner(step), ScriptedVerifier()
-    attempt = solve(DVTS(beam_width=4), runner, verifier, samples=8)
 
-    assert attempt.trace["subtrees"] == 2
-    for call in runner.calls:  # every round: one generate call, one request per live subtree, M each
-        assert [r.n for r in call] == [4] * len(call) and len(call) == 2
+def finished_prefixes(runner: ScriptedRunner) -> list[set[str]]:
+    """For each generate call, the continuations of every path completed before it, read from the
+    runner's own log: a finished sample's continuation plus its step (or alone, for an empty step)."""
+    finished: set[str] = set()
+    before = []
+    for call, results in zip(runner.calls, runner.results, strict=True):
+        before.append(set(finished))
+        for request, result in zip(call, results, strict=True):
+            for c in result.completions:
+                if request.stop and (c.stop_reason != "stop" or not c.text.strip()):
+                    step = c.text.strip("\n")
+                    finished.add(request.continuation + (step + DELIMITER if step.strip() else ""))
+    return before
+
+
+def assert_never_extends_a_finished_path(runner: ScriptedRunner, max_steps: int) -> None:
+    for call, finished in zip(runner.calls, finished_prefixes(runner), strict=True):
+        for request in call:
+            assert request.continuation not in finished, request.continuation
+            assert request.continuation.count(DELIMITER) < max_steps
+
+
+def test_beam_search_goes_on_after_a_beam_finishes_until_n_over_m_distinct_solutions() -> None:
+    verifier = ScriptedVerifier({"s0": 0.99})  # the finished beam is the best-scored candidate
+    runner = ScriptedRunner(early_finish)
+    attempt = solve(BeamSearch(beam_width=4), runner, verifier, samples=16)
     rounds = attempt.trace["rounds"]
-    assert len(rounds) == 3
-    for r in rounds:
+    assert [c["steps"] for c in rounds[0]["completed"]] == [["s0"]]
+    assert len(rounds) == 3 and attempt.trace["stopped"] == "solutions"
+    completed = [tuple(c["steps"]) for c in attempt.trace["completed"]]
+    assert len(completed) >= 4 and len(set(completed)) == len(completed)
+    for r in rounds:  # each round's candidates are distinct; siblings that collided were merged
+        keys = [tuple(c["steps"]) for c in r["children"]]
+        assert len(set(keys)) == len(keys)
+    # Round 2 expands the 4 kept live beams 4 times each: N = 16 samples, 8 distinct candidates.
+    assert sum(r.n for r in runner.calls[1]) == 16 and len(rounds[1]["children"]) == 8
+    assert_never_extends_a_finished_path(runner, 12)
+    assert attempt.answer == "s0"
+
+
+def test_dvts_goes_on_after_one_subtree_finishes_until_all_have_ended() -> None:
+    class FirstSubtreeFinishes(ScriptedRunner):
+        def reply(self, request: GenerationRequest, index: int) -> Any:
+            completion = super().reply(request, index)
+            if len(self.calls) == 1 and request is self.calls[0][0]:
+                completion.stop_reason = "eos"
+            return completion
+
+    def steps(parent: str, index: int, seed: int) -> tuple[str, str]:
+        name = f"{parent}.{seed % 89}" if parent else f"s{seed % 89}"
+        return name, "eos" if name.count(".") >= 2 else "stop"
+
+    runner = FirstSubtreeFinishes(steps)
+    attempt = solve(DVTS(beam_width=4), runner, ScriptedVerifier(), samples=16)
+    rounds = attempt.trace["rounds"]
+    assert attempt.trace["subtrees"] == 4 and attempt.trace["stopped"] == "all subtrees ended"
+    assert rounds[0]["kept"][0]["done"] and len(rounds) == 3
+    assert [len(call) for call in runner.calls] == [4, 3, 3]  # subtree 0 is never extended again
+    assert all(r.n == 4 for call in runner.calls for r in call)
+    assert all(leaf["done"] for leaf in attempt.trace["leaves"])
+    assert_never_extends_a_finished_path(runner, 12)
+
+
+def test_dvts_keeps_each_subtree_s_best_child_and_merges_equal_subtrees() -> None:
+    def steps(parent: str, index: int, seed: int) -> tuple[str, str]:
+        name = f"{parent}.{seed % 97}" if parent else ("same" if index == 0 else f"s{seed % 97}")
+        return name, "eos" if name.count(".") >= 2 else "stop"
+
+    runner = ScriptedRunner(steps)
+    attempt = solve(DVTS(beam_width=4), runner, ScriptedVerifier({"same": 0.999}), samples=8)
+    first = attempt.trace["rounds"][0]
+    # Both subtrees keep "same": the second is merged into the first and not extended again.
+    assert [(k["steps"], k["merged_into"]) for k in first["kept"]] == [(["same"], None), (["same"], 0)]
+    assert attempt.trace["merged"] == {1: 0}
+    assert [len(call) for call in runner.calls] == [2, 1, 1]
+    for r in attempt.trace["rounds"]:
         for group, kept in zip(r["children"], r["kept"], strict=True):
-            # Each subtree keeps its best child (the first among equals).
-            best_child = max(group, key=lambda c: c["scores"][-1])
-            assert kept["steps"] == best_child["steps"]
-    # The kept step of round 2 is the parent of round 3's children, per subtree.
-    for kept, group in zip(rounds[1]["kept"], rounds[2]["children"], strict=True):
-        assert all(c["steps"][:-1] == kept["steps"] for c in group)
-    leaves = attempt.trace["leaves"]
-    assert all(leaf["done"] for leaf in leaves)
-    assert attempt.trace["chosen"] == max(leaves, key=lambda leaf: leaf["scores"][-1])
-    assert attempt.spend.samples == 3 * 8  # 3 rounds of N = 8 step generations
+            assert kept["steps"] == max(group, key=lambda c: c["scores"][-1])["steps"]
+    assert attempt.spend.samples == 8 + 4 + 4
 
 
 # -- MCTS -----------------------------------------------------------------------------------------
 
 
-def node(visits: int, value_sum: float, *children: Node, steps: tuple[str, ...] = ()) -> Node:
-    return Node(Path(list(steps), [0.0] * len(steps)), list(children), visits, value_sum)
+def node(
+    visits: int, value_sum: float, *children: Node, steps: tuple[str, ...] = (), done: bool = False
+) -> Node:
+    return Node(Path(list(steps), [0.0] * len(steps), done), list(children), visits, value_sum)
 
 
 def test_uct_values_and_selection_on_a_hand_built_tree() -> None:
@@ -347,9 +331,9 @@ def test_mcts_visits_and_backed_up_values_match_hand_computation() -> None:
     # 2. UCT s0 = 0.2 + sqrt(ln 2 / 1) = 1.0326, s1 = 0.6 + 0.8326 = 1.4326 -> s1 expands:
     #    s1.0 (0.9), s1.1 (0.3), both complete; s1: visits 3, value (0.6 + 0.9 + 0.3) / 3 = 0.6.
     # 3. UCT s0 = 0.2 + sqrt(ln 4 / 1) = 1.3774, s1 = 0.6 + sqrt(ln 4 / 3) = 1.2798 -> s0 expands:
-    #    s0.0 (0.4), s0.1 (0.1); s0: visits 3, value 0.7 / 3. Four complete solutions: stop.
+    #    s0.0 (0.4), s0.1 (0.1); s0: visits 3, value 0.7 / 3. Four distinct solutions: stop.
     tree = attempt.trace["tree"]
-    assert attempt.trace["iterations"] == 3
+    assert attempt.trace["iterations"] == 3 and attempt.trace["stopped"] == "solutions"
     assert [r.continuation for call in runner.calls for r in call] == ["", "s1\n\n", "s0\n\n"]
     assert tree["visits"] == 6 and tree["value"] == pytest.approx(2.5 / 6, abs=1e-6)
     s0, s1 = tree["children"]
@@ -359,67 +343,115 @@ def test_mcts_visits_and_backed_up_values_match_hand_computation() -> None:
         ("s1.0", 1, 0.9, True),
         ("s1.1", 1, 0.3, True),
     ]
-    # Most visited path: s0 and s1 tie on 3 visits, s1's value is higher; then s1.0.
-    assert attempt.answer == "s1.0"
+    assert attempt.answer == "s1.0"  # the best complete leaf by value
     assert attempt.trace["complete"] == 4
 
 
-def test_mcts_rollout_evaluation_values_a_child_by_its_rolled_out_end() -> None:
-    # A rollout (no stop string) writes the rest of the solution: "end" is its last step.
-    def step(parent: str, index: int, seed: int) -> tuple[str, str]:
-        return (f"s{index}", "stop") if not parent else ("middle\n\nend", "stop")
+def test_mcts_answers_from_the_best_finished_leaf_not_an_unfinished_most_visited_one() -> None:
+    def steps(parent: str, index: int, seed: int) -> tuple[str, str]:
+        if not parent:
+            return ("a", "stop") if index == 0 else ("b", "eos")
+        return f"{parent}.{index}", "stop"
 
-    class Rolls(ScriptedRunner):
-        def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-            results = super().generate(requests)
-            for request, result in zip(requests, results, strict=True):
-                if not request.stop:  # the rollout
-                    result.completions = [Completion(f"end-of-{request.continuation.strip()}", 7, "stop", 0)]
-            return results
+    verifier = ScriptedVerifier({"a": 0.9, "b": 0.2, "a.0": 0.8, "a.1": 0.7})
+    attempt = solve(MCTS(expansions=2, max_iterations=2), ScriptedRunner(steps), verifier, samples=8)
+    # Iteration 2 expands a (UCT 0.9 + 0.83 against 0.2 + 0.83): a has 3 visits, b 1, and the
+    # most visited path ends at a.0, unfinished. The one finished leaf is b.
+    assert [c["visits"] for c in attempt.trace["tree"]["children"]] == [3, 1]
+    assert attempt.answer == "b" and attempt.trace["chosen"]["steps"] == ["b"]
 
-    runner = Rolls(step)
-    verifier = ScriptedVerifier({"s0": 0.5, "s1": 0.5, "end-of-s0": 0.1, "end-of-s1": 0.8})
+
+def test_mcts_with_no_finished_leaf_finishes_the_most_visited_path_greedily() -> None:
+    runner = ScriptedRunner(
+        lambda parent, index, seed: (f"{parent}.{index}" if parent else f"s{index}", "stop")
+    )
+    verifier = ScriptedVerifier({"s0": 0.1, "s1": 0.9})
+    attempt = solve(MCTS(expansions=2, max_iterations=1), runner, verifier, samples=4, max_tokens=40)
+    greedy = runner.calls[-1][0]
+    assert (greedy.temperature, greedy.stop, greedy.continuation) == (0.0, (), "s1\n\n")
+    assert attempt.text == "s1\n\nend-of-s1" and attempt.trace["finished"]
+
+
+def test_mcts_dedupes_children_and_stops_at_n_distinct_solutions() -> None:
+    def steps(parent: str, index: int, seed: int) -> tuple[str, str]:
+        if not parent:
+            return f"s{index % 3}", "eos" if index % 3 == 0 else "stop"
+        return f"{parent}.{index % 2}", "eos"
+
+    runner = ScriptedRunner(steps)
+    attempt = solve(MCTS(expansions=4), runner, ScriptedVerifier({"s1.0": 0.9}), samples=4)
+    tree = attempt.trace["tree"]
+    assert [c["text"] for c in tree["children"]] == ["s0", "s1", "s2"]  # four samples, three distinct
+    # s0 is complete at once; s1 and s2 each add two distinct solutions: 5 >= 4 after two more.
+    assert attempt.trace["complete"] == 5 and attempt.trace["stopped"] == "solutions"
+    assert [len(c["children"]) for c in tree["children"]] == [0, 2, 2]
+    assert_never_extends_a_finished_path(runner, 12)
+    assert attempt.answer == "s1.0"
+
+
+def test_mcts_rollout_evaluation_values_a_child_by_its_rollout_as_one_final_step() -> None:
+    def steps(parent: str, index: int, seed: int) -> tuple[str, str]:
+        return (f"s{index}", "stop") if not parent else ("never", "stop")
+
+    runner = ScriptedRunner(steps, rollout=lambda continuation, seed: f"r-{continuation.strip()}\n\nend")
+    verifier = ScriptedVerifier({"s0": 0.5, "s1": 0.5, "r-s0\n\nend": 0.1, "r-s1\n\nend": 0.8})
     attempt = solve(MCTS(expansions=2, evaluation="rollout", max_iterations=1), runner, verifier, samples=4)
     s0, s1 = attempt.trace["tree"]["children"]
     assert (s0["value"], s1["value"]) == (0.1, 0.8)
-    assert attempt.answer == "s1"  # equal visits; the higher rolled-out value
-    assert attempt.spend.generated_tokens == 2 * 5 + 2 * 7  # two steps, two rollouts
+    rollouts = runner.calls[1]
+    assert [(r.continuation, r.stop, r.n) for r in rollouts] == [("s0\n\n", (), 1), ("s1\n\n", (), 1)]
+    # Steps: 2 x ("sK" + delimiter); rollouts: 2 x ("r-sK\n\nend" + EOS); the finisher's greedy
+    # continuation of the most visited path: s1's rollout text again + EOS.
+    assert attempt.spend.generated_tokens == 2 * 4 + 2 * 10 + 10
+    assert attempt.answer == "end"
 
 
-# -- the ledger ----------------------------------------------------------------------------------
+# -- the ledger ------------------------------------------------------------------------------------
 
 
-def deep_steps(parent: str, index: int, seed: int) -> tuple[str, str]:
-    return (f"{parent}.{seed % 89}" if parent else f"s{seed % 89}"), "stop"  # never complete
+def random_steps(parent: str, index: int, seed: int) -> tuple[str, str]:
+    """Steps named by seed (mod 7, so siblings collide), of varying length, ending at EOS about a
+    third of the time."""
+    name = f"{parent}.{seed % 7}" if parent else f"s{seed % 7}"
+    text = name + "x" * (seed % 5)
+    return text, "eos" if hashed(text) < 0.33 else "stop"
 
 
-@pytest.mark.parametrize(
-    "strategy",
-    [
-        BeamSearch(beam_width=2, max_step_tokens=5),
-        DVTS(beam_width=2, max_step_tokens=5),
-        MCTS(max_step_tokens=5),
-    ],
-    ids=["beam-search", "dvts", "mcts"],
-)
-@pytest.mark.parametrize("budget_tokens", [1, 23, 60])
-def test_the_ledger_never_exceeds_the_budget_by_more_than_one_step(strategy, budget_tokens) -> None:  # type: ignore[no-untyped-def]
-    runner, verifier = ScriptedRunner(deep_steps, step_tokens=5), ScriptedVerifier()
-    attempt = solve(strategy, runner, verifier, samples=4, tokens=budget_tokens)
+SEARCHES = {
+    "beam-search": lambda: BeamSearch(beam_width=2, max_steps=4),
+    "dvts": lambda: DVTS(beam_width=2, max_steps=4),
+    "mcts": lambda: MCTS(expansions=3, max_steps=4),
+    "mcts-rollout": lambda: MCTS(expansions=3, evaluation="rollout", rollout_tokens=16, max_steps=4),
+}
+
+
+class Counting(ScriptedVerifier):
+    """ScriptedVerifier that adds up what it spent."""
+
+    spent = VerifierSpend()
+
+    def score_steps(self, problem: object, task: object, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        scored = super().score_steps(problem, task, steps)
+        for s in scored:
+            self.spent = self.spent + s.spend
+        return scored
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_the_ledger_is_canonical_and_no_finished_path_is_extended(search: str) -> None:
+    runner, verifier = ScriptedRunner(random_steps), Counting()
+    attempt = solve(SEARCHES[search](), runner, verifier, samples=8, seed=3)
     spend = attempt.spend
-    # One round generates at most N samples x 5 tokens (MCTS: k = 4 expansions x 5).
-    assert budget_tokens <= spend.generated_tokens < budget_tokens + 4 * 5
-    generated = [c.tokens for c in runner.produced]
-    assert spend.generated_tokens == sum(generated)
-    assert spend.samples == len(generated)
-    prompts = sum(10 + len(r.continuation) for call in runner.calls for r in call)
-    assert spend.prompt_tokens == prompts
-    assert spend.verifier_tokens > 0
-    # FLOPs: the policy's 2 x P x (prompt + generated) plus the verifier's own (7 "parameters").
-    verifier_flops = forward_flops(7, spend.verifier_tokens)
-    assert spend.flops == pytest.approx(
-        forward_flops(PARAMETERS, prompts + spend.generated_tokens) + verifier_flops
+    results = [r for call in runner.results for r in call]
+    # A request's prompt is charged once, as counted (the double's cache "computed" half of it).
+    assert spend.prompt_tokens == sum(r.prompt_tokens for r in results)
+    assert spend.generated_tokens == sum(c.tokens for r in results for c in r.completions)
+    assert spend.samples == sum(len(r.completions) for r in results)
+    assert (spend.verifier_tokens, spend.flops) == (
+        verifier.spent.tokens,
+        pytest.approx(forward_flops(PARAMETERS, spend.policy_tokens) + verifier.spent.flops),
     )
+    assert_never_extends_a_finished_path(runner, 4)
 
 
 def test_each_search_starts_its_verifier_afresh() -> None:
@@ -445,11 +477,14 @@ class Recording:
         self.requests: list[GenerationRequest] = []
 
     def info(self) -> RunnerInfo:
-        return self.runner.info()
+        return self.runner.info()  # type: ignore[no-any-return]
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return self.runner.count_prompt_tokens(request)  # type: ignore[no-any-return]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.requests += requests
-        return self.runner.generate(requests)
+        return self.runner.generate(requests)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         pass
@@ -457,30 +492,30 @@ class Recording:
 
 @pytest.mark.slow
 def test_beam_search_on_the_embedded_model_with_llm_judge(llamacpp_runner: Any) -> None:
+    from tsbench.contracts import PublicTask
     from tsbench.plugins import tasks, verifiers
 
     task = tasks.get("arith")(levels="1")
     problem = task.load(1, 0, None)[0]
     policy = Recording(llamacpp_runner)
-    judge = verifiers.get("llm-judge")(llamacpp_runner)
+    judge = BoundVerifier(verifiers.get("llm-judge")(llamacpp_runner), problem, task)
     strategy = BeamSearch(beam_width=2, max_step_tokens=32, max_steps=2)
-    attempt = strategy.solve(problem, task, policy, judge, SearchBudget(4, 4 * 64), np.random.default_rng(0))
+    budget = SearchBudget(4, tokens=2000, max_tokens=64)
+    attempt = strategy.solve(
+        problem.public(), PublicTask(task), policy, judge, budget, np.random.default_rng(0)
+    )
     spend, trace = attempt.spend, attempt.trace
     rounds = trace["rounds"]
-    assert 1 <= len(rounds) <= 2
-    assert len(rounds[0]["children"]) == 4  # the root's N = 4 samples
+    assert 1 <= len(rounds) <= 2 and not attempt.fallback
     assert all(0.0 <= s <= 1.0 for r in rounds for c in r["children"] for s in c["scores"])
-    assert spend.samples == sum(len(r["children"]) for r in rounds) == sum(r.n for r in policy.requests)
-    # Each later request continues one kept beam, stopping at the step delimiter.
-    kept = [beam["steps"] for beam in rounds[0]["kept"]]
-    assert [r.continuation for r in policy.requests[1:]] == ["".join(s + "\n\n" for s in k) for k in kept][
-        : len(policy.requests) - 1
-    ]
-    assert all(r.stop == ("\n\n",) and r.max_tokens == 32 for r in policy.requests)
-    assert 0 < spend.generated_tokens <= len(rounds) * 4 * 32
-    assert spend.prompt_tokens > 0 and spend.verifier_tokens > 0
+    step_requests = [r for r in policy.requests if r.stop]
+    assert step_requests[0].n == 4 and step_requests[0].continuation == ""  # the root's N samples
+    assert all(r.stop == ("\n\n",) and r.max_tokens <= 32 for r in step_requests)
+    # Each later request continues one kept beam.
+    kept = {"".join(s + "\n\n" for s in k["steps"]) for k in rounds[0]["kept"]}
+    assert all(r.continuation in kept for r in step_requests[1:])
+    assert spend.tokens <= budget.tokens and spend.verifier_tokens > 0
     # Policy and judge are one model: FLOPs are 2 x P x every token either evaluated.
     parameters = llamacpp_runner.info().parameters
-    tokens = spend.prompt_tokens + spend.generated_tokens + spend.verifier_tokens
-    assert spend.flops == pytest.approx(forward_flops(parameters, tokens))
-    assert trace["chosen"]["steps"] and attempt.answer == task.extract("\n\n".join(trace["chosen"]["steps"]))
+    assert spend.flops == pytest.approx(forward_flops(parameters, spend.tokens))
+    assert attempt.answer == task.extract(attempt.text)

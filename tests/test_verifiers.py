@@ -22,8 +22,10 @@ from tsbench.verifiers.base import (
     score_paths,
     score_solutions,
 )
+from tsbench.verifiers.llm_judge import SLACK_TOKENS as JUDGE_SLACK
 from tsbench.verifiers.llm_judge import LLMJudge, p_yes
 from tsbench.verifiers.oracle import Oracle
+from tsbench.verifiers.rollout_value import SLACK_TOKENS as ROLLOUT_SLACK
 from tsbench.verifiers.rollout_value import RolloutValue, rollout_value
 from tsbench.verifiers.rule_rewards import AccuracyReward, FormatReward
 from tsbench.verifiers.self_certainty import SelfCertainty, mean_logprob, self_certainty
@@ -37,7 +39,8 @@ WRONG = "7 * 9 = 64.\n\nAnswer: 64"
 
 class ScriptedRunner:
     """TEST DOUBLE for Runner: no model. `reply(request, sample index)` gives each completion;
-    every prompt costs 100 tokens, or 40 where the engine reused a cached prefix (continuations)."""
+    every prompt counts 100 tokens, of which the engine computed 40 where it reused a cached
+    prefix (continuations)."""
 
     def __init__(self, reply: Callable[[GenerationRequest, int], Completion]) -> None:
         self.reply = reply
@@ -53,8 +56,25 @@ class ScriptedRunner:
             for r in requests
         ]
 
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return 100
+
     def close(self) -> None:
         pass
+
+
+class CharRunner(ScriptedRunner):
+    """TEST DOUBLE for Runner: ScriptedRunner with one prompt token per character, so that a bound's
+    slack is exact: 10 + the characters of the messages and continuation."""
+
+    def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return 10 + sum(len(content) for _, content in request.messages) + len(request.continuation)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        results = super().generate(requests)
+        for request, result in zip(requests, results, strict=True):
+            result.prompt_tokens = self.count_prompt_tokens(request)
+        return results
 
 
 def judge_reply(request: GenerationRequest, index: int) -> Completion:
@@ -177,7 +197,8 @@ def test_rollout_value_sends_the_prefix_as_continuation_and_counts_rollouts() ->
     requests = runner.calls[0]
     assert [r.continuation for r in requests] == ["Let us multiply.\n\n", "Let us multiply.\n\n7 times 9\n\n"]
     assert all(r.n == 4 and r.seeds == (7, 8, 9, 10) and r.max_tokens == 32 and not r.stop for r in requests)
-    assert scored.spend == VerifierSpend(2 * (40 + 4 * 3), forward_flops(PARAMETERS, 2 * (40 + 4 * 3)))
+    # Canonical: each prompt counted in full (100), though the engine's cache computed only 40.
+    assert scored.spend == VerifierSpend(2 * (100 + 4 * 3), forward_flops(PARAMETERS, 2 * (100 + 4 * 3)))
     oracle = RolloutValue(ScriptedRunner(reply), rollouts=4, oracle=True)
     assert oracle.oracle and oracle.score_steps(PROBLEM, TASK, [["7 times 9"]])[0].scores == [0.5]
 
@@ -215,6 +236,49 @@ def test_shape_helpers_route_logprobs_and_refuse_the_wrong_shape() -> None:
         score_paths(FormatReward(), PROBLEM, TASK, [["step"]])
 
 
+# -- cost bounds: what scoring a path will cost at most, before its last step is written --------------
+
+
+def test_llm_judge_bound_is_each_unasked_question_plus_the_step_to_come() -> None:
+    judge = LLMJudge(CharRunner(judge_reply))
+    parent = ["7 * 9 is 63"]
+    # Nothing asked yet: the parent's question and, for each of two children, the child's.
+    before = judge.cost_bound(PROBLEM, TASK, [[*parent, ""], [*parent, ""]], extra_tokens=12)
+    spent = judge.score_steps(PROBLEM, TASK, [parent])[0].spend
+    after = judge.cost_bound(PROBLEM, TASK, [[*parent, ""], [*parent, ""]], extra_tokens=12)
+    assert before.tokens == after.tokens + spent.tokens
+    assert after.flops == forward_flops(PARAMETERS, after.tokens)
+    one = judge.cost_bound(PROBLEM, TASK, [[*parent, ""]], extra_tokens=12)
+    for k in (1, 6, 12):
+        real = judge.score_steps(PROBLEM, TASK, [[*parent, "x" * k]])[0].spend
+        # Exact with one token per character: the bound is k + (12 - k) + the slack above it.
+        assert real.tokens + (12 - k) + JUDGE_SLACK == one.tokens
+    assert judge.cost_bound(PROBLEM, TASK, [parent], extra_tokens=0) == VerifierSpend()  # remembered
+
+
+def test_rollout_value_bound_is_each_unrolled_prefix_plus_its_rollouts_at_their_cap() -> None:
+    value = RolloutValue(CharRunner(lambda r, i: Completion("so 63", 3, "eos", 0)), rollouts=4, max_tokens=8)
+    parent = ["Let us multiply."]
+    value.score_steps(PROBLEM, TASK, [parent])
+    bound = value.cost_bound(PROBLEM, TASK, [[*parent, ""]], extra_tokens=10)
+    for k in (1, 10):
+        real = value.score_steps(PROBLEM, TASK, [[*parent, "y" * k]])[0].spend
+        assert real.tokens + (10 - k) + ROLLOUT_SLACK + 4 * (8 - 3) == bound.tokens
+        assert real.flops <= bound.flops
+
+
+def test_oracle_bound_is_zero() -> None:
+    assert Oracle().cost_bound(PROBLEM, TASK, [["a", ""]], extra_tokens=100) == VerifierSpend()
+
+
+def test_verifiers_that_cannot_count_prompts_say_so() -> None:
+    class NoCount(ScriptedRunner):
+        count_prompt_tokens = None  # type: ignore[assignment]
+
+    with pytest.raises(UserError, match="cannot bound"):
+        LLMJudge(NoCount(judge_reply)).cost_bound(PROBLEM, TASK, [[""]], 5)
+
+
 # -- the real model ------------------------------------------------------------------------------
 
 ARITH_MESSAGES = tuple((m["role"], m["content"]) for m in TASK.messages(PROBLEM))
@@ -233,6 +297,20 @@ def test_llm_judge_on_the_embedded_model(llamacpp_runner: Any) -> None:
     assert scored.spend == VerifierSpend(sum(prompts) + 2, forward_flops(parameters, sum(prompts) + 2))
     steps = judge.score_steps(PROBLEM, TASK, [RIGHT.split("\n\n")])
     assert len(steps[0].scores) == 2 and steps[0].spend.tokens > 0
+
+
+@pytest.mark.slow
+def test_llm_judge_bound_holds_on_the_embedded_model(llamacpp_runner: Any) -> None:
+    judge = verifiers.get("llm-judge")(llamacpp_runner)
+    parent = ["Multiply 7 by 9."]
+    judge.score_steps(PROBLEM, TASK, [parent])
+    steps = ["63", " 7 * 9 = 63.", "So the answer is 63.\n", "**63**!", "7*9=63, so\n\nAnswer: 63"]
+    lengths = [len(llamacpp_runner.model.tokenize(s.encode(), add_bos=False, special=False)) for s in steps]
+    bound = judge.cost_bound(PROBLEM, TASK, [[*parent, ""]], extra_tokens=max(lengths))
+    for step in steps:
+        real = judge.score_steps(PROBLEM, TASK, [[*parent, step]])[0].spend
+        assert real.tokens <= bound.tokens and real.flops <= bound.flops, step
+    assert bound.tokens - max(lengths) - JUDGE_SLACK > 0
 
 
 @pytest.mark.slow
@@ -426,3 +504,26 @@ def test_hf_token_head_prm_reads_label_one_at_each_separator(tiny_models: dict[s
     expected = [float(logits[i].softmax(-1)[1]) for i, t in enumerate(ids) if t == separator]
     assert scored.scores == pytest.approx(expected, abs=1e-5) and len(expected) == 2
     assert scored.spend == VerifierSpend(len(ids), forward_flops(prm.parameters, len(ids)))
+
+
+@pytest.mark.parametrize(
+    ("folder", "options"),
+    [
+        ("orm", {}),
+        ("causal", {"kind": "step-tag", "step_tag": "ки"}),
+        ("causal", {"kind": "chat-turns"}),
+        ("head", {"system": "please reason"}),
+    ],
+    ids=["orm", "step-tag", "chat-turns", "token-head"],
+)
+def test_hf_reward_bound_covers_a_last_step_of_up_to_extra_tokens(
+    tiny_models: dict[str, Path], folder: str, options: dict[str, str]
+) -> None:
+    from tsbench.verifiers.hf_reward import SLACK_TOKENS
+
+    model = verifiers.get("hf-reward")(None, model=str(tiny_models[folder]), **options)
+    bound = model.cost_bound(SOLVE, TASK, [[STEPS[0], ""]], extra_tokens=4)
+    for step in ("63", "7 * 9", "so answer : 63"):  # 1, 3 and 4 tokens of the word-level tokenizer
+        real = model.score_steps(SOLVE, TASK, [[STEPS[0], step]])[0].spend
+        assert real.tokens <= bound.tokens - SLACK_TOKENS and real.flops <= bound.flops, step
+    assert bound.flops == forward_flops(model.parameters, bound.tokens)

@@ -1,10 +1,17 @@
 """Diverse verifier tree search (DVTS, Beeching et al. 2024 in search-and-learn).
 
-Beam search's beams tend to collapse onto one high-scoring prefix. DVTS splits the budget N into
-N/M independent subtrees; each is searched greedily by the verifier: its path is extended by M
-sampled next steps and keeps the best-scored one. All live subtrees step together, so each round
-costs N step generations in one generate call. A subtree ends when its kept step completes the
-solution; the answer is the best-scored leaf across subtrees.
+Beam search's beams tend to collapse onto one high-scoring prefix. DVTS splits N = budget.samples
+into N/M independent subtrees (M = beam_width); each is searched greedily by the verifier: its
+path is extended by M sampled next steps and keeps the best-scored one (the first among equals).
+All live subtrees step together, so a round costs N step generations in one generate call.
+A subtree ends when its kept child is complete (see stepping.py for how a step ends a solution);
+a subtree whose kept path is the same as an earlier subtree's is merged into it (ends, and is not
+a second solution). The search ends when every subtree has ended or the next round does not fit
+the budget (checked before each round; stepping.py).
+
+The answer is the best complete leaf by aggregated score; with none, the best live leaf finished
+greedily within what is left; when not even the first round fits, one greedy solution
+(Attempt.fallback).
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import Problem, Runner, Task
+from tsbench.contracts import PublicProblem, PublicTask, Runner
 from tsbench.plugins import strategies
+from tsbench.verifiers.base import BoundVerifier
 
 from .base import Attempt, SearchBudget
-from .beam_search import Path, Stepper, WidthSearch, top_paths
+from .stepping import Path, Stepper, WidthSearch, top_paths
 
 
 @strategies.register("dvts", "diverse verifier tree search: N/M greedy subtrees, best leaf wins")
@@ -33,37 +41,49 @@ class DVTS(WidthSearch):
 
     def solve(
         self,
-        problem: Problem,
-        task: Task,
+        problem: PublicProblem,
+        task: PublicTask,
         runner: Runner,
-        verifier: Any,
+        verifier: BoundVerifier,
         budget: SearchBudget,
         rng: np.random.Generator,
     ) -> Attempt:
         stepper = Stepper(problem, task, runner, verifier, budget, rng, self.steps)
         leaves = [Path() for _ in range(self.subtrees(budget.samples))]
-        rounds = []
-        while not all(leaf.done for leaf in leaves) and not stepper.exhausted():
-            live = [i for i, leaf in enumerate(leaves) if not leaf.done]
-            groups = stepper.extend([leaves[i] for i in live], self.beam_width)
+        merged: dict[int, int] = {}  # subtree -> the earlier subtree holding the same path
+        rounds: list[dict[str, Any]] = []
+        stopped = "all subtrees ended"
+        while live := [i for i, leaf in enumerate(leaves) if not leaf.done and i not in merged]:
+            cap, groups = stepper.step([leaves[i] for i in live], [self.beam_width] * len(live))
+            if cap < 1:
+                stopped = "budget"
+                break
             for i, children in zip(live, groups, strict=True):
                 leaves[i] = top_paths(children, 1, self.aggregate)[0]
+            holders: dict[tuple[str, ...], int] = {}
+            for i, leaf in enumerate(leaves):
+                if i not in merged and holders.setdefault(leaf.key, i) != i:
+                    merged[i] = holders[leaf.key]
             rounds.append(
                 {
+                    "step_cap": cap,
                     "children": [[c.as_dict() for c in group] for group in groups],
-                    "kept": [{"subtree": i, **leaves[i].as_dict()} for i in live],
+                    "kept": [
+                        {"subtree": i, "merged_into": merged.get(i), **leaves[i].as_dict()} for i in live
+                    ],
                     "spend": stepper.spend.as_dict(),
                 }
             )
-        chosen = top_paths(leaves, 1, self.aggregate)[0]
-        return Attempt(
-            answer=stepper.answer(chosen),
-            spend=stepper.spend,
-            trace={
-                "subtrees": len(leaves),
-                "rounds": rounds,
-                "leaves": [leaf.as_dict() for leaf in leaves],
-                "chosen": chosen.as_dict(),
-                "aggregate": self.aggregate,
-            },
-        )
+        own = [leaf for i, leaf in enumerate(leaves) if i not in merged]
+        trace = {
+            "subtrees": len(leaves),
+            "rounds": rounds,
+            "leaves": [leaf.as_dict() for leaf in leaves],
+            "merged": merged,
+            "stopped": stopped,
+            "aggregate": self.aggregate,
+        }
+        if not rounds:
+            return stepper.fallback(trace)
+        completed = [leaf for leaf in own if leaf.done]
+        return stepper.conclude(completed, [leaf for leaf in own if not leaf.done], self.aggregate, trace)

@@ -2,35 +2,45 @@
 
 Each iteration walks down the tree by UCT, Q + c * sqrt(ln N_parent / N_child) (an unvisited
 child first; among equals the first), to a node with no children. A complete node is re-valued
-by its own score. Otherwise it is expanded by sampling k next steps, and each new child is
-evaluated once: by the verifier's process score of its new step ("verifier"), or by rolling the
-solution out to its end with one policy sample and taking the verifier's score of the last step
-of that ("rollout"; pass the rollout-value verifier for Math-Shepherd's Monte Carlo values
-instead). Every evaluation is one visit of each node on the way up, so a node's visits count the
-evaluations below it and its value is their mean.
+by its own score. Otherwise it is expanded by sampling k next steps (children with the same steps
+merged; see stepping.py for how a step ends a solution), and each new child is evaluated once: by
+the verifier's process score of its new step ("verifier"), or ("rollout") for a live child by
+rolling the solution out to its end with one policy sample, appended to the child as one final
+step, and taking the verifier's score of that step (a complete child keeps its own score; pass
+the rollout-value verifier for Math-Shepherd's Monte Carlo values instead). Every evaluation is
+one visit of each node on the way up, so a node's visits count the evaluations below it and its
+value is their mean.
 
-The search stops when N = budget.samples complete solutions are in the tree, when no leaf is
-left to expand, after `max_iterations`, or when the budget's generated tokens are spent. That is
-checked before each iteration, so it overshoots by at most one expansion (and its rollouts, when
-evaluating by rollout). The answer is read from the most visited path: from the root, the child
-with the most visits (then the higher value) down to a leaf.
+Budget: each expansion's worst case, rollouts included, is checked before it is taken
+(stepping.py); the rollouts are checked again, exactly, once the children are known, and are
+shortened or skipped (the child keeps its own score) when they no longer fit.
+
+The search stops when the tree holds N = budget.samples distinct complete solutions, when no
+leaf is left to expand, after `max_iterations`, or when the next expansion does not fit. The
+answer is the best complete leaf by value, then by its score; when no leaf is complete, the leaf
+of the most visited path (from the root, the child with the most visits, then the higher value)
+finished greedily within what is left; when not even the first expansion fits, one greedy
+solution (Attempt.fallback).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import Problem, Runner, Task
+from tsbench.contracts import PublicProblem, PublicTask, Runner
 from tsbench.plugins import strategies
-from tsbench.verifiers.base import STEP_DELIMITER, split_steps
+from tsbench.verifiers.base import STEP_DELIMITER, BoundVerifier, VerifierSpend
 
 from .base import Attempt, SearchBudget
-from .beam_search import Path, StepOptions, Stepper
+from .stepping import CostAt, Path, StepOptions, Stepper
+
+# Tokens of re-tokenisation where a child's step meets the rollout that continues it.
+SLACK_TOKENS = 4
 
 
 @dataclass
@@ -43,6 +53,11 @@ class Node:
     @property
     def value(self) -> float:
         return self.value_sum / self.visits if self.visits else 0.0
+
+    def walk(self) -> Iterator[Node]:
+        yield self
+        for child in self.children:
+            yield from child.walk()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -85,20 +100,23 @@ def most_visited(root: Node) -> list[Node]:
     return nodes
 
 
-def count_done(node: Node) -> int:
-    return int(node.path.done) + sum(count_done(child) for child in node.children)
+def solutions(root: Node) -> list[Node]:
+    """The complete leaves, the first of each distinct solution, in tree order."""
+    found: dict[tuple[str, ...], Node] = {}
+    for node in root.walk():
+        if node.path.done:
+            found.setdefault(node.path.key, node)
+    return list(found.values())
 
 
 def has_open_leaf(node: Node) -> bool:
     """Whether any leaf can still be expanded; once none can, more iterations learn nothing."""
-    if not node.children:
-        return not node.path.done
-    return any(has_open_leaf(child) for child in node.children)
+    return any(not n.children and not n.path.done for n in node.walk())
 
 
 @strategies.register("mcts", "Monte Carlo tree search over steps: UCT selection, verifier values")
 class MCTS:
-    """MCTS with k expansions per visit and N = budget.samples complete solutions to find.
+    """MCTS with k expansions per visit and N = budget.samples distinct complete solutions to find.
 
     Args:
         exploration: c in UCT.
@@ -142,60 +160,96 @@ class MCTS:
     def budgets(self, requested: Sequence[int]) -> list[int]:
         return list(requested)
 
+    def rollouts_at(self, stepper: Stepper, leaf: Path) -> CostAt | None:
+        """The worst case of rolling out each of the leaf's children, at step cap e: each rollout's
+        prompt is the leaf's plus at most e tokens of step, and its one final step (the child's
+        step, then the rollout) has at most e + rollout_tokens tokens."""
+        if self.evaluation != "rollout":
+            return None
+        k, request = self.expansions, stepper.request(leaf, 1, stop=False)
+        prompt = stepper.count(request) if stepper.bounded else 0
+        placeholders = [[*leaf.steps, ""]] * k
+
+        def cost(cap: int) -> tuple[float, VerifierSpend]:
+            policy = k * (prompt + cap + SLACK_TOKENS + self.rollout_tokens)
+            return policy, stepper.bound(placeholders, cap + self.rollout_tokens)
+
+        return cost
+
     def evaluate(self, stepper: Stepper, children: Sequence[Path]) -> list[float]:
         """One value per new child."""
-        if self.evaluation == "verifier":
-            return [child.score("last") for child in children]
-        live = [child for child in children if not child.done]
-        rollouts = stepper.generate([stepper.prefix(c) for c in live], 1, (), self.rollout_tokens)
-        rolled = [
-            Path([*child.steps, *split_steps(completions[0].text, self.delimiter)])
-            for child, completions in zip(live, rollouts, strict=True)
-        ]
-        stepper.score(rolled)
-        values = iter(path.score("last") for path in rolled)
-        return [child.score("last") if child.done else next(values) for child in children]
+        values = [child.score("last") for child in children]
+        live = [i for i, child in enumerate(children) if not child.done]
+        if self.evaluation == "verifier" or not live:
+            return values
+        requests = [stepper.request(children[i], 1, stop=False) for i in live]
+        prompts = sum(stepper.count(r) for r in requests) if stepper.bounded else 0
+        ends = [[*children[i].steps, ""] for i in live]
+        cap = stepper.largest(
+            lambda c: (prompts + len(live) * c, stepper.bound(ends, c)), self.rollout_tokens
+        )
+        if cap < 1:
+            return values
+        rollouts = stepper.generate([replace(r, max_tokens=cap) for r in requests])
+        rolled = {}
+        for i, completions in zip(live, rollouts, strict=True):
+            text = completions[0].text.strip("\n")
+            if text.strip():
+                rolled[i] = Path([*children[i].steps, text])
+        stepper.score(list(rolled.values()))
+        return [rolled[i].score("last") if i in rolled else value for i, value in enumerate(values)]
 
     def solve(
         self,
-        problem: Problem,
-        task: Task,
+        problem: PublicProblem,
+        task: PublicTask,
         runner: Runner,
-        verifier: Any,
+        verifier: BoundVerifier,
         budget: SearchBudget,
         rng: np.random.Generator,
     ) -> Attempt:
         stepper = Stepper(problem, task, runner, verifier, budget, rng, self.steps)
         root = Node(Path())
         limit = self.max_iterations if self.max_iterations is not None else 8 * budget.samples
-        iterations = 0
-        while (
-            count_done(root) < budget.samples
-            and has_open_leaf(root)
-            and iterations < limit
-            and not stepper.exhausted()
-        ):
+        iterations, caps = 0, []
+        stopped = "iterations"
+        while iterations < limit:
+            if len(solutions(root)) >= budget.samples:
+                stopped = "solutions"
+                break
+            if not has_open_leaf(root):
+                stopped = "no open leaf"
+                break
             nodes = select(root, self.exploration)
             leaf = nodes[-1]
             if leaf.path.done:
                 backpropagate(nodes, [leaf.path.score("last")])
             else:
-                children = stepper.extend([leaf.path], self.expansions)[0]
-                values = self.evaluate(stepper, children)
+                cap, groups = stepper.step(
+                    [leaf.path], [self.expansions], self.rollouts_at(stepper, leaf.path)
+                )
+                if cap < 1:
+                    stopped = "budget"
+                    break
+                caps.append(cap)
+                values = self.evaluate(stepper, groups[0])
                 leaf.children = [
-                    Node(c, visits=1, value_sum=v) for c, v in zip(children, values, strict=True)
+                    Node(c, visits=1, value_sum=v) for c, v in zip(groups[0], values, strict=True)
                 ]
                 backpropagate(nodes, values)
             iterations += 1
-        chosen = most_visited(root)[-1].path
-        return Attempt(
-            answer=stepper.answer(chosen),
-            spend=stepper.spend,
-            trace={
-                "tree": root.as_dict(),
-                "iterations": iterations,
-                "complete": count_done(root),
-                "chosen": chosen.as_dict(),
-                "exploration": self.exploration,
-            },
-        )
+        finished = solutions(root)
+        trace = {
+            "tree": root.as_dict(),
+            "iterations": iterations,
+            "step_caps": caps,
+            "complete": len(finished),
+            "stopped": stopped,
+            "exploration": self.exploration,
+        }
+        if stopped == "budget" and not caps:
+            return stepper.fallback(trace)
+        if finished:
+            best = max(finished, key=lambda node: (node.value, node.path.score("last")))
+            return stepper.conclude([best.path], [], "last", trace)
+        return stepper.conclude([], [most_visited(root)[-1].path], "last", trace)

@@ -19,7 +19,10 @@ Four input shapes cover the public models; `kind` picks one (known ids pick it t
 A PRM scores a whole solution by aggregating its step scores (`aggregate`, default min, as
 Math-Shepherd ranks solutions); an ORM scores a partial solution's steps by scoring each prefix.
 Each sequence is run through the model alone (no padding), so pooling and positions are exact.
-Spend: the tokens fed to the model, and forward_flops(model parameters, tokens).
+Spend: the tokens fed to the model, and forward_flops(model parameters, tokens). Nothing is
+remembered between calls, so `cost_bound` is the tokens of each path's input built with its last
+step empty, + `extra_tokens` for that step + SLACK_TOKENS for re-tokenisation where it meets the
+text around it (an ORM: every prefix's input, the last one so grown).
 torch and transformers are imported only when a model is loaded.
 """
 
@@ -28,13 +31,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tsbench.contracts import Problem, Runner, Task
+from tsbench.contracts import AnyProblem, Problem, Runner, Task
 from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
 from .base import STEP_DELIMITER, Scored, VerifierSpend, aggregate, as_bool, join_steps, split_steps
 
+# Tokens that re-tokenisation may add where a step's text meets the text around it.
+SLACK_TOKENS = 4
 KINDS = ("orm", "step-tag", "chat-turns", "token-head")
 QWEN_PRM = {
     "kind": "token-head",
@@ -155,27 +160,29 @@ class HFReward:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def _orm(self, question: str, solution: str) -> tuple[float, int]:
+    def _orm_ids(self, question: str, solution: str) -> list[int]:
         if self.tokenizer.chat_template:
-            ids = self._chat_ids(
+            return self._chat_ids(
                 [{"role": "user", "content": question}, {"role": "assistant", "content": solution}]
             )
-        else:
-            ids = list(self.tokenizer(f"{question}\n\n{solution}")["input_ids"])
+        return list(self.tokenizer(f"{question}\n\n{solution}")["input_ids"])
+
+    def _orm(self, question: str, solution: str) -> tuple[float, int]:
+        ids = self._orm_ids(question, solution)
         logits = self._logits(ids)
         if logits.shape[-1] == 1:
             return float(self.torch.sigmoid(logits[0])), len(ids)
         return float(logits.softmax(-1)[1]), len(ids)
 
-    def _steps(self, question: str, steps: Sequence[str]) -> tuple[list[float], int]:
-        """One score per step from one forward pass."""
+    def _step_ids(self, question: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """A PRM's input for a path, and the positions its step scores are read at."""
         steps = [step.replace(self.step_tag, "").strip() for step in steps]
         if self.kind == "step-tag":
             tag = self._token_id(self.step_tag)
             text = f"{question} " + "".join(f"{step} {self.step_tag}\n" for step in steps).rstrip("\n")
             ids = list(self.tokenizer(text)["input_ids"])
-            positions = [i for i, t in enumerate(ids) if t == tag]
-        elif self.kind == "chat-turns":
+            return ids, [i for i, t in enumerate(ids) if t == tag]
+        if self.kind == "chat-turns":
             chat: list[dict[str, str]] = []
             positions = []
             for i, step in enumerate(steps):
@@ -183,15 +190,18 @@ class HFReward:
                 # The position before the assistant's "+" is the one that predicts it.
                 positions.append(len(self._chat_ids(chat, generation_prompt=True)) - 1)
                 chat.append({"role": "assistant", "content": self.good})
-            ids = self._chat_ids(chat)
-        else:
-            tag = self._token_id(self.step_tag)
-            answer = "".join(f"{step}{self.step_tag}" for step in steps)
-            chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-            if self.system:
-                chat.insert(0, {"role": "system", "content": self.system})
-            ids = self._chat_ids(chat)
-            positions = [i for i, t in enumerate(ids) if t == tag]
+            return self._chat_ids(chat), positions
+        tag = self._token_id(self.step_tag)
+        answer = "".join(f"{step}{self.step_tag}" for step in steps)
+        chat = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        if self.system:
+            chat.insert(0, {"role": "system", "content": self.system})
+        ids = self._chat_ids(chat)
+        return ids, [i for i, t in enumerate(ids) if t == tag]
+
+    def _steps(self, question: str, steps: Sequence[str]) -> tuple[list[float], int]:
+        """One score per step from one forward pass."""
+        ids, positions = self._step_ids(question, steps)
         if len(positions) != len(steps):
             raise ValueError(
                 f"hf-reward ({self.kind}): found {len(positions)} step marks for {len(steps)} steps in "
@@ -231,6 +241,23 @@ class HFReward:
                 values, tokens = self._steps(problem.question, path)
                 scored.append(Scored(values, self._spend(tokens)))
         return scored
+
+    def cost_bound(
+        self, problem: AnyProblem, task: Any, steps: Sequence[Sequence[str]], extra_tokens: int
+    ) -> VerifierSpend:
+        """At least what score_steps(problem, task, paths) would spend, each path being one of
+        `steps` whose last step is longer by up to extra_tokens tokens (CostBounded)."""
+        tokens = 0
+        for path in steps:
+            if not path:
+                continue
+            if self.kind == "orm":
+                prefixes = [join_steps(path[: i + 1], self.delimiter) for i in range(len(path))]
+                tokens += sum(len(self._orm_ids(problem.question, prefix)) for prefix in prefixes)
+            else:
+                tokens += len(self._step_ids(problem.question, path)[0])
+            tokens += extra_tokens + SLACK_TOKENS
+        return self._spend(tokens)
 
 
 @verifiers.register("hf-reward", "a HuggingFace reward model (ORM or PRM) run with transformers")

@@ -5,10 +5,13 @@ correct?" (process), decodes one greedy token with its top 20 alternatives, and 
 P(yes) / (P(yes) + P(no)), summed over the spellings of each word (" Yes", "Yes", "yes", ...).
 When neither word is among the alternatives the judge has said nothing: the score is 0.5.
 
-Spend: each question costs its prompt tokens (as the engine computed them) + 1 generated token,
-and forward_flops(judge parameters, those tokens). By default the judge is the policy runner.
-Process scoring asks one question per step prefix; answers are kept for the current problem, so
-a search that re-scores a path pays only for its new step.
+Spend: each question costs its prompt tokens, counted canonically (GenerationResult.prompt_tokens,
+whatever a prefix cache saved) + 1 generated token, and forward_flops(judge parameters, those
+tokens). By default the judge is the policy runner. Process scoring asks one question per step
+prefix; answers are kept for the current problem, so a search that re-scores a path pays only for
+its new step. `cost_bound` says beforehand what process scoring will cost at most: the judge
+runner's count of each unanswered question's prompt tokens, where the last step may be longer by
+`extra_tokens` (+ SLACK_TOKENS for re-tokenisation where the step meets the template), + 1.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from tsbench.contracts import GenerationRequest, Problem, Runner, Task
+from tsbench.contracts import AnyProblem, GenerationRequest, Problem, Runner, Task
+from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
@@ -32,6 +36,8 @@ PROCESS_PROMPT = (
     "Is the last step correct? Answer Yes or No."
 )
 TOP_LOGPROBS = 20
+# Tokens that re-tokenisation may add where a step's text meets the template around it.
+SLACK_TOKENS = 4
 
 
 def _word(token: str) -> str:
@@ -80,26 +86,34 @@ class LLMJudge:
         """P(yes) and spend per question, all in one batched generate call."""
         if not questions:
             return [], []
-        if self._parameters is None:
-            self._parameters = self.runner.info().parameters
-        requests = [
-            GenerationRequest(
-                messages=(("system", self.system), ("user", question)),
-                n=1,
-                temperature=0.0,
-                max_tokens=1,
-                logprobs=TOP_LOGPROBS,
-            )
-            for question in questions
-        ]
         probabilities, spends = [], []
-        for result in self.runner.generate(requests):
+        for result in self.runner.generate([self._request(question) for question in questions]):
             completion = result.completions[0]
             top = completion.top_logprobs[0] if completion.top_logprobs else {}
             probabilities.append(p_yes(top))
-            tokens = result.prompt_tokens_computed + 1
-            spends.append(VerifierSpend(tokens, forward_flops(self._parameters, tokens)))
+            spends.append(self._spend(result.prompt_tokens + 1))
         return probabilities, spends
+
+    def _request(self, question: str) -> GenerationRequest:
+        return GenerationRequest(
+            messages=(("system", self.system), ("user", question)),
+            n=1,
+            temperature=0.0,
+            max_tokens=1,
+            logprobs=TOP_LOGPROBS,
+        )
+
+    def _spend(self, tokens: float) -> VerifierSpend:
+        if self._parameters is None:
+            self._parameters = self.runner.info().parameters
+        return VerifierSpend(tokens, forward_flops(self._parameters, tokens))
+
+    def _process_question(self, problem: AnyProblem, prefix: Sequence[str]) -> str:
+        return self.process_prompt.format(
+            question=problem.question,
+            previous=join_steps(prefix[:-1], self.delimiter) or "(none)",
+            step=prefix[-1],
+        )
 
     def score(self, problem: Problem, task: Task, solutions: Sequence[str]) -> Scored:
         questions = [self.outcome_prompt.format(question=problem.question, solution=s) for s in solutions]
@@ -120,14 +134,7 @@ class LLMJudge:
                 prefix = tuple(path[: i + 1])
                 if prefix not in self._cache and prefix not in new:
                     new[prefix] = p
-        questions = [
-            self.process_prompt.format(
-                question=problem.question,
-                previous=join_steps(prefix[:-1], self.delimiter) or "(none)",
-                step=prefix[-1],
-            )
-            for prefix in new
-        ]
+        questions = [self._process_question(problem, prefix) for prefix in new]
         probabilities, spends = self._ask(questions)
         owed = [VerifierSpend() for _ in steps]
         for (prefix, owner), probability, spend in zip(new.items(), probabilities, spends, strict=True):
@@ -137,6 +144,32 @@ class LLMJudge:
             Scored([self._cache[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
             for p, path in enumerate(steps)
         ]
+
+    def cost_bound(
+        self, problem: AnyProblem, task: Any, steps: Sequence[Sequence[str]], extra_tokens: int
+    ) -> VerifierSpend:
+        """At least what score_steps(problem, task, paths) would spend now, each path being one of
+        `steps` whose last step is longer by up to extra_tokens tokens (CostBounded).
+
+        Each path's last prefix stands for a step not yet written, so it is counted for every path;
+        earlier prefixes are counted once, and only when not remembered.
+        """
+        remembered = self._cache if problem.id == self._cache_problem else {}
+        count = getattr(self.runner, "count_prompt_tokens", None)
+        if not callable(count):
+            raise UserError("llm-judge cannot bound its cost: its runner cannot count prompt tokens")
+        sizes: dict[tuple[str, ...], int] = {}
+        tokens = 0.0
+        for path in steps:
+            for i in range(len(path)):
+                prefix, last = tuple(path[: i + 1]), i == len(path) - 1
+                known = prefix in remembered or (prefix in sizes and not last)
+                if known and not (last and extra_tokens > 0):
+                    continue
+                if prefix not in sizes:
+                    sizes[prefix] = int(count(self._request(self._process_question(problem, prefix))))
+                tokens += sizes[prefix] + 1 + (extra_tokens + SLACK_TOKENS if last else 0)
+        return self._spend(tokens)
 
 
 @verifiers.register("llm-judge", "P(Yes) of an LLM asked if a solution or step is correct (any runner)")

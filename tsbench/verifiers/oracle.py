@@ -5,7 +5,8 @@ Process form: each prefix (steps 1..i) scores 1 when the answer extracted from i
 correct. Extractors fall back to the last number in the text, so a prefix that has already
 computed the right value scores 1 even before the solution states it as the answer; early steps
 of a correct solution usually score 0. That makes it an oracle for "has the right answer been
-reached", not for step validity, which no task's grader knows.
+reached", not for step validity, which no task's grader knows. It is free: its spend, and so its
+`cost_bound`, is zero.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class Oracle:
             )
             for path in steps
         ]
+
+    def cost_bound(
+        self, problem: Problem, task: Task, steps: Sequence[Sequence[str]], extra_tokens: int
+    ) -> VerifierSpend:
+        """Zero: the oracle costs nothing (CostBounded)."""
+        return VerifierSpend()
 
 
 @verifiers.register("oracle", "ground truth from the task's grader (oracle: an upper bound)")

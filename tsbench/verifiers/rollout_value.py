@@ -8,7 +8,11 @@ is), or, built with oracle=True, the fraction that reach the correct answer (Mat
 Each prefix is sent as a continuation (the steps joined by the delimiter, plus one delimiter so the
 model starts the next step), so an engine with prefix caching reuses the problem's prompt. The
 answer is extracted from prefix + completion, since a prefix may already hold it.
-Spend: the rollouts' generated tokens plus the prompt tokens the engine computed, as verifier tokens.
+Spend: per rolled-out prefix, its request's prompt tokens counted canonically (once for the k
+rollouts, GenerationResult.prompt_tokens, whatever a prefix cache saved) plus the rollouts'
+generated tokens, as verifier tokens. `cost_bound` says beforehand what process scoring will cost
+at most: per prefix not yet rolled out, the runner's count of the continuation request's prompt
+(the last step longer by `extra_tokens`, + SLACK_TOKENS for re-tokenisation) + k * max_tokens.
 """
 
 from __future__ import annotations
@@ -17,11 +21,15 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tsbench.contracts import GenerationRequest, Problem, Runner, Task
+from tsbench.contracts import AnyProblem, GenerationRequest, Problem, Runner, Task
+from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
 from .base import STEP_DELIMITER, Scored, VerifierSpend, as_bool, join_steps, refuse_unknown
+
+# Tokens that re-tokenisation may add where a step's text meets the delimiter after it.
+SLACK_TOKENS = 4
 
 
 def rollout_value(answers: Sequence[str | None], correct: Sequence[bool] | None = None) -> float:
@@ -81,11 +89,24 @@ class RolloutValue:
         """Forget remembered step scores (a new search pays for its own)."""
         self._cache_problem, self._cache = None, {}
 
+    def _request(self, messages: tuple[tuple[str, str], ...], prefix: Sequence[str]) -> GenerationRequest:
+        return GenerationRequest(
+            messages=messages,
+            n=self.rollouts,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seeds=self.seeds,
+            continuation=join_steps(prefix, self.delimiter) + self.delimiter,
+        )
+
+    def _spend(self, tokens: float) -> VerifierSpend:
+        if self._parameters is None:
+            self._parameters = self.runner.info().parameters
+        return VerifierSpend(tokens, forward_flops(self._parameters, tokens))
+
     def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
         if problem.id != self._cache_problem:
             self._cache_problem, self._cache = problem.id, {}
-        if self._parameters is None:
-            self._parameters = self.runner.info().parameters
         # Each new prefix is rolled out once; its cost goes to the first path that needed it.
         new: dict[tuple[str, ...], int] = {}
         for p, path in enumerate(steps):
@@ -94,30 +115,48 @@ class RolloutValue:
                 if prefix not in self._cache and prefix not in new:
                     new[prefix] = p
         messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
-        prefixes = [join_steps(prefix, self.delimiter) + self.delimiter for prefix in new]
-        requests = [
-            GenerationRequest(
-                messages=messages,
-                n=self.rollouts,
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                seeds=self.seeds,
-                continuation=text,
-            )
-            for text in prefixes
-        ]
+        requests = [self._request(messages, prefix) for prefix in new]
         results = self.runner.generate(requests) if requests else []
         owed = [VerifierSpend() for _ in steps]
-        for (prefix, owner), text, result in zip(new.items(), prefixes, results, strict=True):
-            answers = [task.extract(text + c.text) for c in result.completions]
+        for (prefix, owner), request, result in zip(new.items(), requests, results, strict=True):
+            answers = [task.extract(request.continuation + c.text) for c in result.completions]
             correct = [task.grade(a, problem) for a in answers] if self.oracle else None
             self._cache[prefix] = rollout_value(answers, correct)
-            tokens = result.prompt_tokens_computed + sum(c.tokens for c in result.completions)
-            owed[owner] = owed[owner] + VerifierSpend(tokens, forward_flops(self._parameters, tokens))
+            owed[owner] = owed[owner] + self._spend(
+                result.prompt_tokens + sum(c.tokens for c in result.completions)
+            )
         return [
             Scored([self._cache[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
             for p, path in enumerate(steps)
         ]
+
+    def cost_bound(
+        self, problem: AnyProblem, task: Any, steps: Sequence[Sequence[str]], extra_tokens: int
+    ) -> VerifierSpend:
+        """At least what score_steps(problem, task, paths) would spend now, each path being one of
+        `steps` whose last step is longer by up to extra_tokens tokens (CostBounded).
+
+        Each path's last prefix stands for a step not yet written, so it is counted for every path;
+        earlier prefixes are counted once, and only when not remembered.
+        """
+        remembered = self._cache if problem.id == self._cache_problem else {}
+        count = getattr(self.runner, "count_prompt_tokens", None)
+        if not callable(count):
+            raise UserError("rollout-value cannot bound its cost: its runner cannot count prompt tokens")
+        messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
+        sizes: dict[tuple[str, ...], int] = {}
+        tokens = 0.0
+        for path in steps:
+            for i in range(len(path)):
+                prefix, last = tuple(path[: i + 1]), i == len(path) - 1
+                known = prefix in remembered or (prefix in sizes and not last)
+                if known and not (last and extra_tokens > 0):
+                    continue
+                if prefix not in sizes:
+                    sizes[prefix] = int(count(self._request(messages, prefix)))
+                tokens += sizes[prefix] + self.rollouts * self.max_tokens
+                tokens += extra_tokens + SLACK_TOKENS if last else 0
+        return self._spend(tokens)
 
 
 @verifiers.register(
