@@ -178,7 +178,8 @@ def tree_search_bench(
     generated = 0.0
     started = time.perf_counter()
     for problem in task.load(problems, 0, None):
-        search_budget = SearchBudget(budget, budget * max_step_tokens * max_steps)
+        # No token bound: max_steps bounds the work, and a bound would end searches unevenly.
+        search_budget = SearchBudget(budget)
         bound = BoundVerifier(verifier, problem, task)
         rng = np.random.default_rng(0)
         attempt = strategy.solve(problem.public(), PublicTask(task), runner, bound, search_budget, rng)
