@@ -178,3 +178,15 @@ def test_the_largest_cap_is_checked_not_only_solved() -> None:
     assert stepper.largest(lambda c: (2.0 * c, VerifierSpend()), 10) == 10
     assert stepper.largest(lambda c: (41.0 + c, VerifierSpend()), 10) == 0
     assert stepper.largest(lambda c: (c, VerifierSpend(tokens=4.0 * c)), 10) == 8
+
+
+@pytest.mark.parametrize("search", ["beam-search", "dvts"])
+def test_a_first_round_too_wide_for_the_budget_narrows_before_it_falls_back(search: str) -> None:
+    # With N = 8 the root round's 8 children at a 24-token cap cost far more than 120 tokens; with
+    # N = 2 (one beam, or one subtree of M = 2) it fits.
+    runner = ScriptedRunner(fixed_steps, rollout=lambda continuation, seed: "the answer is 42")
+    attempt = solve(SEARCHES[search](), runner, ScriptedVerifier(), 8, tokens=120, max_tokens=64)
+    assert not attempt.fallback and attempt.trace["width"] < 8 and attempt.trace["rounds"]
+    assert attempt.spend.tokens <= 120
+    wide = solve(SEARCHES[search](), ScriptedRunner(fixed_steps), ScriptedVerifier(), 8, tokens=4000)
+    assert wide.trace["width"] == 8

@@ -258,7 +258,7 @@ def _run_searches(
         attempts[str(level)] = {
             "text": attempt.text,
             "answer": attempt.answer,
-            "k": budget.samples,
+            "k": attempt.trace.get("width", budget.samples),
             "spend": attempt.spend.as_dict(),
             "fallback": attempt.fallback,
         }

@@ -12,8 +12,10 @@ once, and never extended; candidates with the same steps are merged.
 The search ends when it holds N/M distinct complete solutions, when no live beam is left (the
 `max_steps` cap completes every path), or when the next round does not fit the budget (each round
 is checked before it is taken; stepping.py). It answers with the best complete solution by
-aggregated score; with none, it finishes the best live beam greedily within what is left; when
-not even the first round fits, with one greedy solution (Attempt.fallback).
+aggregated score; with none, it finishes the best live beam greedily within what is left. The
+first round must afford whole steps (the step cap); when it does not at width N, the search halves
+N until it does; when it does not fit
+even at N = 1, it answers with one greedy solution (Attempt.fallback). trace["width"] is the N used.
 """
 
 from __future__ import annotations
@@ -65,7 +67,13 @@ class BeamSearch(WidthSearch):
             if not live:
                 stopped = "no live beam"
                 break
-            cap, groups = stepper.step(live, spread(len(live), n))
+            # A first round must afford whole steps: one cut short at the root decides nothing.
+            first = self.steps.max_step_tokens if not rounds else 1
+            cap, groups = stepper.step(live, spread(len(live), n), min_cap=first)
+            if cap < 1 and not rounds and n > 1:
+                # The first round does not fit at this width: search narrower before giving up.
+                n, keep = n // 2, max(1, n // 2 // self.beam_width)
+                continue
             if cap < 1:
                 stopped = "budget"
                 break
@@ -86,6 +94,7 @@ class BeamSearch(WidthSearch):
             "rounds": rounds,
             "completed": [c.as_dict() for c in completed.values()],
             "stopped": stopped,
+            "width": n,
             "beams": keep,
             "aggregate": self.aggregate,
         }

@@ -10,8 +10,9 @@ a second solution). The search ends when every subtree has ended or the next rou
 the budget (checked before each round; stepping.py).
 
 The answer is the best complete leaf by aggregated score; with none, the best live leaf finished
-greedily within what is left; when not even the first round fits, one greedy solution
-(Attempt.fallback).
+greedily within what is left. The first round must afford whole steps (the step cap); when
+it does not with N/M subtrees, the search halves their number until it does; when it does not fit even with one, it answers with one greedy
+solution (Attempt.fallback). trace["width"] is the N used.
 """
 
 from __future__ import annotations
@@ -54,7 +55,15 @@ class DVTS(WidthSearch):
         rounds: list[dict[str, Any]] = []
         stopped = "all subtrees ended"
         while live := [i for i, leaf in enumerate(leaves) if not leaf.done and i not in merged]:
-            cap, groups = stepper.step([leaves[i] for i in live], [self.beam_width] * len(live))
+            # A first round must afford whole steps: one cut short at the root decides nothing.
+            first = self.steps.max_step_tokens if not rounds else 1
+            cap, groups = stepper.step(
+                [leaves[i] for i in live], [self.beam_width] * len(live), min_cap=first
+            )
+            if cap < 1 and not rounds and len(leaves) > 1:
+                # The first round does not fit with this many subtrees: search fewer before giving up.
+                leaves = leaves[: len(leaves) // 2]
+                continue
             if cap < 1:
                 stopped = "budget"
                 break
@@ -76,6 +85,7 @@ class DVTS(WidthSearch):
             )
         own = [leaf for i, leaf in enumerate(leaves) if i not in merged]
         trace = {
+            "width": len(leaves) * self.beam_width,
             "subtrees": len(leaves),
             "rounds": rounds,
             "leaves": [leaf.as_dict() for leaf in leaves],

@@ -242,12 +242,17 @@ class Stepper:
         self.spend = self.spend + Spend(verifier_tokens=spent.tokens, flops=spent.flops)
 
     def step(
-        self, parents: Sequence[Path], counts: Sequence[int], more: CostAt | None = None
+        self,
+        parents: Sequence[Path],
+        counts: Sequence[int],
+        more: CostAt | None = None,
+        min_cap: int = 1,
     ) -> tuple[int, list[list[Path]]]:
         """One round: counts[i] next steps of parents[i], at the largest step cap the budget allows.
 
         Args:
             more: the worst case of what else the round will spend, at step cap e.
+            min_cap: the round is declined (nothing generated) when the cap that fits is below it.
 
         Returns:
             The cap, and each parent's distinct children, scored; no children when the cap is 0
@@ -267,7 +272,7 @@ class Stepper:
             return policy, verifier
 
         cap = self.largest(cost, self.options.max_step_tokens)
-        if cap < 1:
+        if cap < max(1, min_cap):
             return 0, []
         generated = self.generate([replace(r, max_tokens=cap) for r in requests])
         groups = [
