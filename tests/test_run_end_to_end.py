@@ -53,7 +53,14 @@ def test_the_same_spec_gives_byte_identical_records(reference: tuple[Path, str],
     first, _ = reference
     second = tmp_path / "run"
     finished(second)
-    for name in ("samples.jsonl", "problems.jsonl", "metrics.json", "spec.yaml"):
+    for name in (
+        "samples.jsonl",
+        "problems.jsonl",
+        "grades.jsonl",
+        "scores.jsonl",
+        "metrics.json",
+        "spec.yaml",
+    ):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
@@ -77,9 +84,11 @@ def test_the_table_shows_every_strategy_and_budget(reference: tuple[Path, str]) 
     assert spend[8]["flops_per_problem"] > spend[1]["flops_per_problem"]
     samples = [json.loads(line) for line in (output / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 6 * (1 + 8)
-    assert {"prompt", "text", "answer", "correct", "generated_tokens", "seed", "finish_reason"} <= set(
-        samples[0]
-    )
+    # Samples are kept as generated; grades live apart, derived from them.
+    assert {"prompt", "text", "generated_tokens", "seed", "stop_reason"} <= set(samples[0])
+    assert not {"answer", "correct"} & set(samples[0])
+    grades = [json.loads(line) for line in (output / "grades.jsonl").read_text().splitlines()]
+    assert len(grades) == len(samples) and {"answer", "canonical", "correct", "status"} <= set(grades[0])
 
 
 def test_sigkill_mid_run_loses_and_repeats_nothing(reference: tuple[Path, str], tmp_path: Path) -> None:

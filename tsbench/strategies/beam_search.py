@@ -5,17 +5,17 @@ after each round the N/M best live candidates by aggregated verifier score are k
 and the next round expands them so that it again has N candidates: the kept beams repeated in
 order of score, (beams * repeats)[:N], as search-and-learn duplicates its active beams (it keeps
 them in generation order, so when N is not a multiple of their number its extra copies may go to
-other beams than ours, which go to the best-scored). Complete
-candidates (see stepping.py for how a step ends a solution) are collected, each distinct solution
-once, and never extended; candidates with the same steps are merged.
+other beams than ours, which go to the best-scored). Complete candidates (see stepping.py for how
+a step ends a solution) are collected, each distinct solution once, and never extended;
+candidates with the same steps are merged.
 
 The search ends when it holds N/M distinct complete solutions, when no live beam is left (the
 `max_steps` cap completes every path), or when the next round does not fit the budget (each round
 is checked before it is taken; stepping.py). It answers with the best complete solution by
 aggregated score; with none, it finishes the best live beam greedily within what is left. The
 first round must afford whole steps (the step cap); when it does not at width N, the search halves
-N until it does; when it does not fit
-even at N = 1, it answers with one greedy solution (Attempt.fallback). trace["width"] is the N used.
+N until it does, and when it does not even at N = 1 it answers with one greedy solution
+(Attempt.fallback). trace["width"] is the N used.
 """
 
 from __future__ import annotations
