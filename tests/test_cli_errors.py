@@ -47,20 +47,7 @@ def tsbench(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         (["run", "--task-arg", "levels"], "is not KEY=VALUE"),
         (["run", "--task-arg", "levels=9"], "levels from 1 to 5"),
         (["report", "nowhere"], "nowhere is not a tsbench run folder"),
-        (
-            [
-                "run",
-                "--budget-unit",
-                "flops",
-                "--budget",
-                "1e12",
-                "--runner",
-                "openai",
-                "--runner-arg",
-                "base_url=http://127.0.0.1:9/v1",
-            ],
-            "no OpenAI-compatible server answers",
-        ),
+        (["run", "--param-count", "lots"], "param_count: 'lots' is not a positive parameter count"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], expected: str, tmp_path: Path) -> None:
