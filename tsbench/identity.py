@@ -2,8 +2,8 @@
 
 Samples are kept as generated and are only ever reused under the same sample identity: the task's
 problems and prompts, the model file, the runner and its engine, the sampling settings and seeds,
-and the code that generates (the runner's own decode loop, and the searches and verifiers that
-call the model). Scores are derived from stored samples by the extractor, canonical form, grader
+and the code that generates (the runner's own decode loop, the run loop, and the searches and
+verifiers that call the model). Scores are derived from stored samples by the extractor, canonical form, grader
 and pool strategies: a change there re-scores the stored samples without generating anything.
 """
 
@@ -66,7 +66,8 @@ def sample_identity(
         task, problems: the task and the problems it loaded.
         info: the loaded runner's description (engine, version, dtype, model sha256, parameters).
         runner: the runner object, whose module's code decodes.
-        generating: the search strategies and verifiers of the run (they call the model).
+        generating: the search strategies and verifiers of the run (they call the model); the
+            run loop's own module (how pools are requested and seeded) is always included.
     """
     identity = {
         "spec": spec_identity,
@@ -79,7 +80,7 @@ def sample_identity(
         "engine_version": info.engine_version,
         "dtype": info.dtype,
         "runner_code_sha256": source_digest([runner, "tsbench.runners.sampling", "tsbench.runners.chat"]),
-        "generation_code_sha256": source_digest(generating),
+        "generation_code_sha256": source_digest([*generating, "tsbench.run"]),
     }
     # As it reads back from identity.json: tuples become lists, so a reopened run compares equal.
     loaded: dict[str, Any] = json.loads(json.dumps(identity, sort_keys=True, default=str))

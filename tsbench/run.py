@@ -315,6 +315,12 @@ def generate_all(
     """Generate and record every problem the folder does not hold yet; returns how many."""
     pools = prepared.pools
     per_problem = sum(1 if pool == "greedy" else pool_size(prepared.spec) for pool in pools)
+    # Only verifiers that a pool arm consults score the pool (llm-judge may serve searches only).
+    pool_verifiers = {
+        name: verifier
+        for name, verifier in verifiers.items()
+        if any(a.verifier == name and a.strategy.pool != "search" for a in prepared.arms)
+    }
     done = folder.done_ids()
     generated = 0
     for group in groups(prepared.problems, per_problem):
@@ -333,7 +339,9 @@ def generate_all(
             verifier_s: dict[str, float] = {}
             for pool, (req, result) in outcomes.items():
                 # Verifiers rank the sampled pool; greedy has one sample to pick.
-                scored = _verifier_scores(prepared, problem, result, verifiers) if pool == "sampled" else None
+                scored = (
+                    _verifier_scores(prepared, problem, result, pool_verifiers) if pool == "sampled" else None
+                )
                 verifier_s.update(scored[2] if scored else {})
                 sample_records += _sample_records(problem, pool, req, result, scored)
             searches: dict[str, Any] = {}
