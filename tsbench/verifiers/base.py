@@ -8,7 +8,7 @@ from the policy's while adding them into the total.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,6 +16,8 @@ from tsbench.contracts import AnyProblem, Problem, PublicTask, Task
 from tsbench.errors import UserError
 
 STEP_DELIMITER = "\n\n"
+# Tokens that re-tokenisation may add where a step's text meets the text around it (cost bounds).
+SLACK_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,35 @@ def score_paths(
             "verifier (llm-judge, rollout-value, oracle or an hf-reward PRM)"
         )
     return verifier.score_steps(problem, task, paths) if paths else []
+
+
+def new_prefixes(steps: Sequence[Sequence[str]], remembered: Any) -> dict[tuple[str, ...], int]:
+    """Each prefix (steps 1..i) of the paths that is not remembered yet, with the index of the first
+    path that needs it (that path pays for it), in order."""
+    new: dict[tuple[str, ...], int] = {}
+    for owner, path in enumerate(steps):
+        for i in range(len(path)):
+            prefix = tuple(path[: i + 1])
+            if prefix not in remembered and prefix not in new:
+                new[prefix] = owner
+    return new
+
+
+def bounded_prefixes(
+    steps: Sequence[Sequence[str]], remembered: Any, extra_tokens: int
+) -> Iterator[tuple[tuple[str, ...], bool]]:
+    """The prefixes a memoising process verifier's cost bound counts, each with whether it is its
+    path's last: a last prefix stands for a step not yet written (it may grow by extra_tokens), so
+    it is counted for every path; earlier prefixes once each, and only when not remembered."""
+    seen: set[tuple[str, ...]] = set()
+    for path in steps:
+        for i in range(len(path)):
+            prefix, last = tuple(path[: i + 1]), i == len(path) - 1
+            known = prefix in remembered or (prefix in seen and not last)
+            if known and not (last and extra_tokens > 0):
+                continue
+            seen.add(prefix)
+            yield prefix, last
 
 
 def total_spend(scored: Sequence[Scored]) -> VerifierSpend:

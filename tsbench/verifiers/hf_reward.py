@@ -36,10 +36,17 @@ from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
-from .base import STEP_DELIMITER, Scored, VerifierSpend, aggregate, as_bool, join_steps, split_steps
+from .base import (
+    SLACK_TOKENS,
+    STEP_DELIMITER,
+    Scored,
+    VerifierSpend,
+    aggregate,
+    as_bool,
+    join_steps,
+    split_steps,
+)
 
-# Tokens that re-tokenisation may add where a step's text meets the text around it.
-SLACK_TOKENS = 4
 KINDS = ("orm", "step-tag", "chat-turns", "token-head")
 QWEN_PRM = {
     "kind": "token-head",

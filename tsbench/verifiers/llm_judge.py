@@ -25,7 +25,16 @@ from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
-from .base import STEP_DELIMITER, Scored, VerifierSpend, join_steps, refuse_unknown
+from .base import (
+    SLACK_TOKENS,
+    STEP_DELIMITER,
+    Scored,
+    VerifierSpend,
+    bounded_prefixes,
+    join_steps,
+    new_prefixes,
+    refuse_unknown,
+)
 
 SYSTEM = "You are a careful math teacher. You check students' solutions and answer only Yes or No."
 OUTCOME_PROMPT = (
@@ -36,8 +45,6 @@ PROCESS_PROMPT = (
     "Is the last step correct? Answer Yes or No."
 )
 TOP_LOGPROBS = 20
-# Tokens that re-tokenisation may add where a step's text meets the template around it.
-SLACK_TOKENS = 4
 
 
 def _word(token: str) -> str:
@@ -128,12 +135,7 @@ class LLMJudge:
         if problem.id != self._cache_problem:
             self._cache_problem, self._cache = problem.id, {}
         # Each new prefix is asked once; its cost goes to the first path that needed it.
-        new: dict[tuple[str, ...], int] = {}
-        for p, path in enumerate(steps):
-            for i in range(len(path)):
-                prefix = tuple(path[: i + 1])
-                if prefix not in self._cache and prefix not in new:
-                    new[prefix] = p
+        new = new_prefixes(steps, self._cache)
         questions = [self._process_question(problem, prefix) for prefix in new]
         probabilities, spends = self._ask(questions)
         owed = [VerifierSpend() for _ in steps]
@@ -160,15 +162,10 @@ class LLMJudge:
             raise UserError("llm-judge cannot bound its cost: its runner cannot count prompt tokens")
         sizes: dict[tuple[str, ...], int] = {}
         tokens = 0.0
-        for path in steps:
-            for i in range(len(path)):
-                prefix, last = tuple(path[: i + 1]), i == len(path) - 1
-                known = prefix in remembered or (prefix in sizes and not last)
-                if known and not (last and extra_tokens > 0):
-                    continue
-                if prefix not in sizes:
-                    sizes[prefix] = int(count(self._request(self._process_question(problem, prefix))))
-                tokens += sizes[prefix] + 1 + (extra_tokens + SLACK_TOKENS if last else 0)
+        for prefix, last in bounded_prefixes(steps, remembered, extra_tokens):
+            if prefix not in sizes:
+                sizes[prefix] = int(count(self._request(self._process_question(problem, prefix))))
+            tokens += sizes[prefix] + 1 + (extra_tokens + SLACK_TOKENS if last else 0)
         return self._spend(tokens)
 
 

@@ -26,10 +26,17 @@ from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
-from .base import STEP_DELIMITER, Scored, VerifierSpend, as_bool, join_steps, refuse_unknown
-
-# Tokens that re-tokenisation may add where a step's text meets the delimiter after it.
-SLACK_TOKENS = 4
+from .base import (
+    SLACK_TOKENS,
+    STEP_DELIMITER,
+    Scored,
+    VerifierSpend,
+    as_bool,
+    bounded_prefixes,
+    join_steps,
+    new_prefixes,
+    refuse_unknown,
+)
 
 
 def rollout_value(answers: Sequence[str | None], correct: Sequence[bool] | None = None) -> float:
@@ -108,12 +115,7 @@ class RolloutValue:
         if problem.id != self._cache_problem:
             self._cache_problem, self._cache = problem.id, {}
         # Each new prefix is rolled out once; its cost goes to the first path that needed it.
-        new: dict[tuple[str, ...], int] = {}
-        for p, path in enumerate(steps):
-            for i in range(len(path)):
-                prefix = tuple(path[: i + 1])
-                if prefix not in self._cache and prefix not in new:
-                    new[prefix] = p
+        new = new_prefixes(steps, self._cache)
         messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
         requests = [self._request(messages, prefix) for prefix in new]
         results = self.runner.generate(requests) if requests else []
@@ -146,16 +148,11 @@ class RolloutValue:
         messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
         sizes: dict[tuple[str, ...], int] = {}
         tokens = 0.0
-        for path in steps:
-            for i in range(len(path)):
-                prefix, last = tuple(path[: i + 1]), i == len(path) - 1
-                known = prefix in remembered or (prefix in sizes and not last)
-                if known and not (last and extra_tokens > 0):
-                    continue
-                if prefix not in sizes:
-                    sizes[prefix] = int(count(self._request(messages, prefix)))
-                tokens += sizes[prefix] + self.rollouts * self.max_tokens
-                tokens += extra_tokens + SLACK_TOKENS if last else 0
+        for prefix, last in bounded_prefixes(steps, remembered, extra_tokens):
+            if prefix not in sizes:
+                sizes[prefix] = int(count(self._request(messages, prefix)))
+            tokens += sizes[prefix] + self.rollouts * self.max_tokens
+            tokens += extra_tokens + SLACK_TOKENS if last else 0
         return self._spend(tokens)
 
 
