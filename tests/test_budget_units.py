@@ -140,3 +140,6 @@ def test_table_labels_the_budget_axis_and_says_when_compute_is_matched() -> None
         None,
     )
     assert "not at matched compute" in judged.splitlines()[0]
+    unknown = table({"rows": [row(k=4, flops_per_problem=0.0)], "budget_unit": "samples"}, None)
+    # strategy, k, accuracy and its interval (3 fields), total, gen, verif, FLOPs
+    assert unknown.splitlines()[-1].split()[8] == "-"  # no parameter count: FLOPs unknown, not 0

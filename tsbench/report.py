@@ -207,7 +207,10 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
                 f"{row['tokens_per_problem']:.0f}",
                 f"{row['generated_tokens_per_problem']:.0f}",
                 f"{row['verifier_tokens_per_problem']:.0f}",
-                _si(row["flops_per_problem"]),
+                # No FLOPs with tokens spent: the runner does not know its parameter count.
+                _si(row["flops_per_problem"])
+                if row["flops_per_problem"] or not row["tokens_per_problem"]
+                else "-",
                 p.get("tokens_per_s", "-"),
                 f"{p['latency_p50_s']:.2f} / {p['latency_p95_s']:.2f}" if p else "-",
             ]
