@@ -71,7 +71,7 @@ class DeclaredTask:
 
     def canonical(self, answer: str) -> str:
         """The grader's normal form: a normalised number for `numeric`, math-verify's reading for
-        `math_equivalent` (see answers.canonical_math_many)."""
+        `math_equivalent` (see math_equivalence.canonical_math_many)."""
         return CANONICALS[self.grader]([answer])[0]
 
     def canonical_many(self, answers: Sequence[str]) -> list[str]:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tsbench.tasks import answers
+from tsbench.tasks import math_equivalence as answers
 
 from tsbench import plugins
 from tsbench.contracts import Problem, Verdict, verdict_of

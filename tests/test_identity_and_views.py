@@ -287,7 +287,7 @@ def test_a_run_whose_samples_make_the_checker_hang_is_scored_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Hostile answers twice in one run's samples: each graded false as a timeout, the rest scored."""
-    from tsbench.tasks import answers
+    from tsbench.tasks import math_equivalence as answers
 
     monkeypatch.setattr(answers, "MATH_VERIFY_TIMEOUT_S", 1.5)
     monkeypatch.setattr(answers, "CANONICAL_TIMEOUT_S", 1.5)

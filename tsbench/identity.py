@@ -98,7 +98,13 @@ def scoring_identity(task: Task, strategies: Iterable[Any]) -> dict[str, Any]:
     return {
         "tsbench": __version__,
         "task_code_sha256": source_digest(
-            [task, "tsbench.tasks.answers", "tsbench.tasks.declared", "tsbench.scoring"]
+            [
+                task,
+                "tsbench.tasks.answers",
+                "tsbench.tasks.math_equivalence",
+                "tsbench.tasks.declared",
+                "tsbench.scoring",
+            ]
         ),
         "extract": getattr(task, "extractor", None),
         "grade": getattr(task, "grader", None),
