@@ -10,6 +10,7 @@ and pool strategies: a change there re-scores the stored samples without generat
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import sys
@@ -29,7 +30,8 @@ def source_digest(objects: Iterable[Any]) -> str:
     """sha256 over the source files that define these objects (their modules), in name order."""
     files: dict[str, str] = {}
     for obj in objects:
-        module = sys.modules.get(obj if isinstance(obj, str) else getattr(obj, "__module__", ""))
+        name = obj if isinstance(obj, str) else getattr(obj, "__module__", "")
+        module = importlib.import_module(name) if isinstance(obj, str) else sys.modules.get(name)
         path = getattr(module, "__file__", None)
         if path and Path(path).is_file():
             files[module.__name__] = hashlib.sha256(Path(path).read_bytes()).hexdigest()  # type: ignore[union-attr]
