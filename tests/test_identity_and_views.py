@@ -27,7 +27,7 @@ from tsbench.errors import UserError
 from tsbench.ledger import Spend
 from tsbench.provenance import file_sha256
 from tsbench.records import RunFolder
-from tsbench.run import Prepared, _run_searches, _verifier_scores, check_budgets, prepare
+from tsbench.run import Prepared, WithParameterCount, _run_searches, _verifier_scores, check_budgets, prepare
 from tsbench.scoring import Arm, expected_accuracy, score_run
 from tsbench.spec import build_spec
 from tsbench.strategies.base import Attempt, Candidate, Sample
@@ -315,3 +315,31 @@ def test_a_run_whose_samples_make_the_checker_hang_is_scored_and_says_so(
     # 0.5 and \dfrac12 vote together: majority of 3 is right on problem a, wrong on b.
     at3 = {s["problem_id"]: s["accuracy"] for s in scores if s["level"] == 3}
     assert at3 == {"a": 1.0, "b": 0.0}
+
+
+def test_a_given_parameter_count_reaches_every_flop_a_search_spends() -> None:
+    """--param-count wraps the runner, so searches and verifiers on it count FLOPs with it too."""
+
+    class NoCount(CountingRunner):
+        def info(self) -> RunnerInfo:
+            return RunnerInfo("served", 0, "openai-compatible", "http", "http://127.0.0.1")
+
+    runner = WithParameterCount(NoCount(), 1_000_000)
+    assert runner.info().parameters == 1_000_000 and runner.count_prompt_tokens(GenerationRequest(())) == 10
+    spec = build_spec({"task": "arith", "limit": 1, "budget_unit": "flops", "budgets": "1e9",
+                       "strategies": "beam-search", "verifiers": "oracle", "max_tokens": 20}, "t")  # fmt: skip
+    prepared = prepare(spec)
+    check_budgets(
+        prepared, runner, runner.info().parameters, {"oracle": plugins.verifiers.get("oracle")(None)}
+    )
+    arm = prepared.arms[0]
+    attempts, _, _ = _run_searches(
+        prepared,
+        runner,
+        1_000_000,
+        {"oracle": plugins.verifiers.get("oracle")(None)},
+        prepared.problems[0],
+        arm,
+    )
+    spend = attempts[str(1_000_000_000)]["spend"]
+    assert spend["flops"] == 2 * 1_000_000 * (spend["prompt_tokens"] + spend["generated_tokens"]) > 0

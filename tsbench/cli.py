@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from tsbench.records import ARMS, METRICS, PERFORMANCE, PROBLEMS, PROVENANCE, SE
 from tsbench.registry import Registry
 from tsbench.report import table
 from tsbench.rescoring import arms_record, rescore, scored_with_current_code
-from tsbench.run import Prepared, build_verifiers, check_budgets, generate_all, prepare
+from tsbench.run import Prepared, WithParameterCount, build_verifiers, check_budgets, generate_all, prepare
 from tsbench.spec import build_spec, read_spec_file
 
 RESULTS_ROOT = Path("results")
@@ -86,6 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         model=prepared.spec.model, threads=prepared.spec.threads, **prepared.spec.runner_options
     )
     try:
+        if prepared.spec.param_count:
+            runner = WithParameterCount(runner, prepared.spec.param_count)
         return _run_with(prepared, runner, args.no_progress)
     finally:
         runner.close()
@@ -93,8 +94,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
     info = runner.info()
-    if prepared.spec.param_count:
-        info = replace(info, parameters=prepared.spec.param_count)
     verifiers = build_verifiers(prepared, runner)
     check_budgets(prepared, runner, info.parameters, verifiers)
     generating = [a.strategy for a in prepared.arms if a.strategy.pool == "search"] + list(verifiers.values())

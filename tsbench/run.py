@@ -21,6 +21,7 @@ from tsbench.contracts import (
     Problem,
     PublicTask,
     Runner,
+    RunnerInfo,
     Task,
 )
 from tsbench.errors import UserError
@@ -145,6 +146,20 @@ def build_verifiers(prepared: Prepared, runner: Runner) -> dict[str, Any]:
             )
     prepared.arms = kept
     return built
+
+
+class WithParameterCount:
+    """A runner whose info() reports the parameter count the user gave (--param-count), so that
+    every FLOP on the ledger, a search's or a verifier's on the same runner too, uses it."""
+
+    def __init__(self, runner: Any, parameters: int) -> None:
+        self._runner, self._parameters = runner, parameters
+
+    def info(self) -> RunnerInfo:
+        return replace(self._runner.info(), parameters=self._parameters)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
 
 
 def check_budgets(prepared: Prepared, runner: Runner, parameters: int, verifiers: dict[str, Any]) -> None:
