@@ -272,7 +272,7 @@ def parser() -> argparse.ArgumentParser:
         "--budget-unit",
         dest="budget_unit",
         choices=["samples", "tokens", "flops"],
-        help="what --budget counts: samples k (default), generated tokens or FLOPs per problem",
+        help="what --budget counts: samples k (default), or total tokens or FLOPs per problem (prompt + generated + verifier)",
     )
     run.add_argument("--pool-size", dest="pool_size", help="samples per problem in the sampled pool")
     run.add_argument("--verifier", help="comma-separated verifiers for strategies that need one")

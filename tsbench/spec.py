@@ -37,9 +37,10 @@ class RunSpec:
         verifier_options: verifier name -> options for its factory.
         runner_options: options for the runner factory (e.g. base_url for `openai`).
         budgets: budget levels, in budget_unit; with samples the sampled pool holds max(budgets).
-        budget_unit: samples (k), tokens (generated tokens per problem) or flops (policy and
-            verifier FLOPs per problem). Every strategy gets as many samples (or search steps) as
-            fit the level on each problem, so all spend within one step of the same amount.
+        budget_unit: samples (k policy samples; N for searches; verifier spend not bounded),
+            tokens (policy prompt + generated + verifier tokens per problem) or flops (the same
+            in FLOPs). With tokens or FLOPs a level bounds each row's whole spend on a problem
+            (tsbench.scoring for pools, strategies/stepping.py for searches).
         pool_size: samples per problem in the sampled pool; None for max(budgets) with samples,
             else DEFAULT_POOL_SIZE.
         temperature, top_p: sampling settings of the sampled pool (greedy always uses 0).
