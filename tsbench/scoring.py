@@ -11,6 +11,8 @@ one sample of its pool, unscored, and the row counts it as a fallback.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -42,9 +44,6 @@ class Arm:
 
 def stable_int(*parts: object) -> int:
     """A 31-bit integer fixed by its parts, the same on every machine and Python run."""
-    import hashlib
-    import json
-
     digest = hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
