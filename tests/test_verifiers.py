@@ -14,6 +14,8 @@ from tsbench.contracts import Completion, GenerationRequest, GenerationResult, P
 from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import tasks, verifiers
+from tsbench.verifiers.base import SLACK_TOKENS as JUDGE_SLACK
+from tsbench.verifiers.base import SLACK_TOKENS as ROLLOUT_SLACK
 from tsbench.verifiers.base import (
     OutcomeVerifier,
     ProcessVerifier,
@@ -22,10 +24,8 @@ from tsbench.verifiers.base import (
     score_paths,
     score_solutions,
 )
-from tsbench.verifiers.llm_judge import SLACK_TOKENS as JUDGE_SLACK
 from tsbench.verifiers.llm_judge import LLMJudge, p_yes
 from tsbench.verifiers.oracle import Oracle
-from tsbench.verifiers.rollout_value import SLACK_TOKENS as ROLLOUT_SLACK
 from tsbench.verifiers.rollout_value import RolloutValue, rollout_value
 from tsbench.verifiers.rule_rewards import AccuracyReward, FormatReward
 from tsbench.verifiers.self_certainty import SelfCertainty, mean_logprob, self_certainty
@@ -519,7 +519,7 @@ def test_hf_token_head_prm_reads_label_one_at_each_separator(tiny_models: dict[s
 def test_hf_reward_bound_covers_a_last_step_of_up_to_extra_tokens(
     tiny_models: dict[str, Path], folder: str, options: dict[str, str]
 ) -> None:
-    from tsbench.verifiers.hf_reward import SLACK_TOKENS
+    from tsbench.verifiers.base import SLACK_TOKENS
 
     model = verifiers.get("hf-reward")(None, model=str(tiny_models[folder]), **options)
     bound = model.cost_bound(SOLVE, TASK, [[STEPS[0], ""]], extra_tokens=4)

@@ -34,13 +34,10 @@ import numpy as np
 
 from tsbench.contracts import PublicProblem, PublicTask, Runner
 from tsbench.plugins import strategies
-from tsbench.verifiers.base import STEP_DELIMITER, BoundVerifier, VerifierSpend
+from tsbench.verifiers.base import SLACK_TOKENS, STEP_DELIMITER, BoundVerifier, VerifierSpend
 
 from .base import Attempt, SearchBudget
 from .stepping import CostAt, Path, StepOptions, Stepper
-
-# Tokens of re-tokenisation where a child's step meets the rollout that continues it.
-SLACK_TOKENS = 4
 
 
 @dataclass

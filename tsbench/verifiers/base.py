@@ -8,11 +8,11 @@ from the policy's while adding them into the total.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from tsbench.contracts import AnyProblem, Problem, PublicTask, Task
+from tsbench.contracts import AnyProblem, CountsPromptTokens, GenerationRequest, Problem, PublicTask, Task
 from tsbench.errors import UserError
 
 STEP_DELIMITER = "\n\n"
@@ -145,6 +145,30 @@ def bounded_prefixes(
                 continue
             seen.add(prefix)
             yield prefix, last
+
+
+def prompt_bound(
+    runner: object,
+    verifier: str,
+    steps: Sequence[Sequence[str]],
+    remembered: Any,
+    extra_tokens: int,
+    request_of: Callable[[tuple[str, ...]], GenerationRequest],
+    generated_per_prefix: float,
+) -> float:
+    """The most tokens a memoising verifier that sends one request per new prefix can spend:
+    for each prefix its bound counts (bounded_prefixes), the request's prompt tokens as the runner
+    counts them without generating, plus what it generates; a last prefix, whose step may still
+    grow, extra_tokens + SLACK_TOKENS more."""
+    if not isinstance(runner, CountsPromptTokens):
+        raise UserError(f"{verifier} cannot bound its cost: its runner cannot count prompt tokens")
+    sizes: dict[tuple[str, ...], int] = {}
+    tokens = 0.0
+    for prefix, last in bounded_prefixes(steps, remembered, extra_tokens):
+        if prefix not in sizes:
+            sizes[prefix] = int(runner.count_prompt_tokens(request_of(prefix)))
+        tokens += sizes[prefix] + generated_per_prefix + (extra_tokens + SLACK_TOKENS if last else 0)
+    return tokens
 
 
 def total_spend(scored: Sequence[Scored]) -> VerifierSpend:

@@ -21,18 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from tsbench.contracts import AnyProblem, GenerationRequest, Problem, Runner, Task
-from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
 from .base import (
-    SLACK_TOKENS,
     STEP_DELIMITER,
     Scored,
     VerifierSpend,
-    bounded_prefixes,
     join_steps,
     new_prefixes,
+    prompt_bound,
     refuse_unknown,
 )
 
@@ -157,15 +155,15 @@ class LLMJudge:
         earlier prefixes are counted once, and only when not remembered.
         """
         remembered = self._cache if problem.id == self._cache_problem else {}
-        count = getattr(self.runner, "count_prompt_tokens", None)
-        if not callable(count):
-            raise UserError("llm-judge cannot bound its cost: its runner cannot count prompt tokens")
-        sizes: dict[tuple[str, ...], int] = {}
-        tokens = 0.0
-        for prefix, last in bounded_prefixes(steps, remembered, extra_tokens):
-            if prefix not in sizes:
-                sizes[prefix] = int(count(self._request(self._process_question(problem, prefix))))
-            tokens += sizes[prefix] + 1 + (extra_tokens + SLACK_TOKENS if last else 0)
+        tokens = prompt_bound(
+            self.runner,
+            "llm-judge",
+            steps,
+            remembered,
+            extra_tokens,
+            lambda prefix: self._request(self._process_question(problem, prefix)),
+            generated_per_prefix=1,
+        )
         return self._spend(tokens)
 
 

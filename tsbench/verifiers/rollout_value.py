@@ -22,19 +22,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from tsbench.contracts import AnyProblem, GenerationRequest, Problem, Runner, Task
-from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
 from .base import (
-    SLACK_TOKENS,
     STEP_DELIMITER,
     Scored,
     VerifierSpend,
     as_bool,
-    bounded_prefixes,
     join_steps,
     new_prefixes,
+    prompt_bound,
     refuse_unknown,
 )
 
@@ -142,17 +140,16 @@ class RolloutValue:
         earlier prefixes are counted once, and only when not remembered.
         """
         remembered = self._cache if problem.id == self._cache_problem else {}
-        count = getattr(self.runner, "count_prompt_tokens", None)
-        if not callable(count):
-            raise UserError("rollout-value cannot bound its cost: its runner cannot count prompt tokens")
         messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
-        sizes: dict[tuple[str, ...], int] = {}
-        tokens = 0.0
-        for prefix, last in bounded_prefixes(steps, remembered, extra_tokens):
-            if prefix not in sizes:
-                sizes[prefix] = int(count(self._request(messages, prefix)))
-            tokens += sizes[prefix] + self.rollouts * self.max_tokens
-            tokens += extra_tokens + SLACK_TOKENS if last else 0
+        tokens = prompt_bound(
+            self.runner,
+            "rollout-value",
+            steps,
+            remembered,
+            extra_tokens,
+            lambda prefix: self._request(messages, prefix),
+            generated_per_prefix=self.rollouts * self.max_tokens,
+        )
         return self._spend(tokens)
 
 
