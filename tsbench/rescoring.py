@@ -90,20 +90,21 @@ def rescore(folder: RunFolder, task: Any = None) -> tuple[dict[str, Any], dict[s
     arms = _arms(spec, recorded)
     identity = folder.read_json(IDENTITY)
     parameters = int(identity.get("model_parameters") or 0)
+    samples = folder.samples()
     grades, scores = score_run(
         spec,
         task,
         arms,
         parameters,
         folder.problems(),
-        folder.samples(),
+        samples,
         _rescorer(spec, task, recorded),
     )
     order = [arm.key for arm in arms]
     oracles = {arm.key for arm, a in zip(arms, recorded, strict=True) if a["oracle"]}
     metric_data = metrics(scores, order, oracles, spec.budget_unit)
     metric_data["run_id"] = folder.path.name
-    metric_data["rewards"] = rule_rewards(folder.samples(), grades)
+    metric_data["rewards"] = rule_rewards(samples, grades)
     metric_data["scored_with"] = scoring_identity(task, [arm.strategy for arm in arms])
     pools = {arm.key: (arm.strategy.pool, arm.verifier) for arm in arms if arm.strategy.pool != "search"}
     perf = performance(folder.timings(), scores, pools)

@@ -134,21 +134,24 @@ class Grader:
         self._canonical: dict[str, str] = {}
         self._verdicts: dict[tuple[str, str | None], tuple[bool, str]] = {}
 
-    def canonical(self, answer: str | None) -> str | None:
-        if answer is None:
-            return None
-        if answer not in self._canonical:
-            self._canonical[answer] = canonical_answer(self.task, answer)
-        return self._canonical[answer]
-
-    def grade(self, text: str, problem: Problem) -> dict[str, Any]:
-        answer = self.task.extract(text)
-        key = (problem.id, answer)
-        if key not in self._verdicts:
-            verdict = verdict_of(self.task, answer, problem)
-            self._verdicts[key] = (verdict.correct, verdict.status)
-        correct, status = self._verdicts[key]
-        return {"answer": answer, "canonical": self.canonical(answer), "correct": correct, "status": status}
+    def grade_all(self, texts: Sequence[str], problem: Problem) -> list[dict[str, Any]]:
+        """Answer, canonical form, grade and its status of each text. Canonical forms of the
+        answers not seen yet come in one call where the task can batch them (one worker trip)."""
+        answers = [self.task.extract(text) for text in texts]
+        new = sorted({a for a in answers if a is not None and a not in self._canonical})
+        many = getattr(self.task, "canonical_many", None)
+        forms = many(new) if callable(many) else [canonical_answer(self.task, a) for a in new]
+        self._canonical.update(zip(new, forms, strict=True))
+        graded = []
+        for answer in answers:
+            key = (problem.id, answer)
+            if key not in self._verdicts:
+                verdict = verdict_of(self.task, answer, problem)
+                self._verdicts[key] = (verdict.correct, verdict.status)
+            correct, status = self._verdicts[key]
+            canonical = None if answer is None else self._canonical[answer]
+            graded.append({"answer": answer, "canonical": canonical, "correct": correct, "status": status})
+        return graded
 
 
 def score_run(
@@ -186,8 +189,7 @@ def score_run(
         for pool in ("greedy", "sampled"):
             stored = sorted(by_pool.get((problem.id, pool), []), key=lambda r: r["index"])
             graded = []
-            for r in stored:
-                grade = grader.grade(r["text"], problem)
+            for r, grade in zip(stored, grader.grade_all([r["text"] for r in stored], problem), strict=True):
                 grades.append({"problem_id": problem.id, "pool": pool, "index": r["index"], **grade})
                 mean_lp = r.get("mean_logprob")
                 graded.append(
@@ -197,7 +199,7 @@ def score_run(
         for arm in arms:
             if arm.strategy.pool == "search":
                 for level, attempt in record["searches"].get(arm.key, {}).items():
-                    grade = grader.grade(attempt["text"], problem)
+                    [grade] = grader.grade_all([attempt["text"]], problem)
                     scores.append(
                         {
                             "problem_id": problem.id,
