@@ -26,8 +26,8 @@ from tsbench.errors import UserError
 from tsbench.provenance import file_sha256
 
 from .chat import render
+from .cpu_load import default_threads
 from .embedded import EMBEDDED_ID, embedded_gguf
-from .llamacpp import default_threads
 from .sampling import Draw, completion_of, draw, find_stop
 
 # Shapes of public Llama 3 checkpoints, for throughput checks with random weights (nothing is

@@ -1,64 +1,31 @@
-"""llama.cpp runner: all samples of a batch decoded together over a shared, once-evaluated prompt.
+"""llama.cpp runner: samples decoded together over shared, once-evaluated prompts.
 
-llama-cpp-python's high-level API draws samples one after another at full price each. Here the
-prompt of each distinct request is evaluated once into one KV sequence, copied to the other
-sequences that sample from it, and every live sequence advances by one token per decode call
-(llama.cpp's multi-sequence batch API, as in its `batched` and `parallel` examples).
+llama-cpp-python's high-level API draws samples one after another at full price each. Here every
+request's prompt is evaluated once into a KV sequence and copied to the sequences that sample
+from it, and every live sequence advances by one token per decode call (llama.cpp's
+multi-sequence batch API, as in its `batched` and `parallel` examples). Requests join and leave
+the batch as they come and finish (llamacpp_session.py: continuous batching, prefixes kept for
+the next step of a search); `generate` is one such session run to its end.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
+from tsbench.contracts import GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.errors import UserError
 from tsbench.provenance import file_sha256
 
 from .chat import render
+from .cpu_load import OtherLoad, available_cores, default_threads
 from .embedded import resolve_model_file
-from .sampling import completion_of, draw, find_stop
-
-
-def default_threads() -> int:
-    """One thread per core that other processes leave idle right now (at least 1).
-
-    llama.cpp's threads wait for each other at spinning barriers: on 2 cores with another process
-    busy on one of them, two threads decoded about 10x slower than one (measured here).
-    """
-    try:
-        cores = max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        cores = max(1, os.cpu_count() or 1)
-    return max(1, cores - busy_cores(cores))
-
-
-def busy_cores(cores: int, window_s: float = 0.3) -> int:
-    """Cores kept busy by other processes over a short window (we sleep through it), from /proc/stat."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as stat:
-            values = [int(v) for v in stat.readline().split()[1:]]
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values), idle
-
-    try:
-        total_a, idle_a = sample()
-        time.sleep(window_s)
-        total_b, idle_b = sample()
-    except (OSError, ValueError, IndexError):
-        return 0
-    elapsed = total_b - total_a
-    if elapsed <= 0:
-        return 0
-    busy_share = 1 - (idle_b - idle_a) / elapsed
-    return min(cores - 1, int(busy_share * cores + 0.25))
+from .llamacpp_session import Session, _Sequence
+from .sampling import draw, find_stop
 
 
 def gguf_file_type(value: str | None, lib: Any) -> str:
@@ -71,24 +38,6 @@ def gguf_file_type(value: str | None, lib: Any) -> str:
         if name.startswith(("LLAMA_FTYPE_MOSTLY_", "LLAMA_FTYPE_ALL_")) and getattr(lib, name) == code:
             return name.split("_", 3)[3].lower()
     return "gguf"
-
-
-@dataclass
-class _Sequence:
-    """One sample being decoded."""
-
-    request: int
-    sample: int
-    slot: int
-    rng: np.random.Generator
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    top: list[dict[str, float]] = field(default_factory=list)
-    raw: bytearray = field(default_factory=bytearray)
-    text: str = ""
-    finish: str | None = None
-    stop_string: str | None = None
-    finished_at: float = 0.0
 
 
 class LlamaCppRunner:
@@ -111,8 +60,15 @@ class LlamaCppRunner:
 
         path, self.model_id = resolve_model_file(model, ".gguf")
         self.path = path
+        # Threads given are kept; otherwise they follow the load, re-checked between calls.
+        self.fixed_threads = threads is not None
         self.threads = threads or default_threads()
+        self.cores = available_cores()
+        self.load = OtherLoad()
         self.parallel = parallel
+        # Sequences per generate call (tsbench.scheduler): slots refill as sequences finish, so a
+        # call of several slots' worth keeps every slot busy until its last few sequences.
+        self.batch_sequences = 4 * parallel
         self.n_batch = n_batch
         self._lib = llama_cpp
         model_params = llama_cpp.llama_model_default_params()
@@ -138,6 +94,7 @@ class LlamaCppRunner:
         self.bos_text = self._piece(self.model.token_bos()) if self.model.token_bos() >= 0 else ""
         self.dtype = gguf_file_type(metadata.get("general.file_type"), llama_cpp)
         self._sha256: str | None = None
+        self._session: Session | None = None
 
     def info(self) -> RunnerInfo:
         if self._sha256 is None:
@@ -176,38 +133,39 @@ class LlamaCppRunner:
         """GenerationResult.prompt_tokens of `request`, without generating."""
         return len(self.prompt_tokens(request))
 
+    def follow_load(self) -> None:
+        """Use every core that other processes left idle over the last call (at least one)."""
+        if self.fixed_threads:
+            return
+        others = self.load.cores()
+        if others is None:
+            return
+        threads = max(1, self.cores - int(others + 0.5))
+        if threads != self.threads:
+            self.threads = threads
+            if self.ctx is not None:
+                self._lib.llama_set_n_threads(self.ctx.ctx, threads, threads)
+
+    def open_session(self) -> Session:
+        """A continuous-batching session (tsbench.contracts.GenerationSession); one at a time, and
+        generate() calls made while it is open run within it."""
+        if self._session is not None:
+            raise RuntimeError("a llama.cpp session is already open; close it first")
+        self._session = Session(self)
+        return self._session
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        prompts = [self.prompt_tokens(r) for r in requests]
-        for i, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
-            if request.n > self.parallel:
-                raise UserError(
-                    f"request {i} asks n={request.n} samples; this llama.cpp runner decodes at most {self.parallel} at once"
-                )
-            if len(prompt) + request.max_tokens > self.max_ctx:
-                raise UserError(
-                    f"request {i}: prompt ({len(prompt)} tokens) + max_tokens ({request.max_tokens}) exceed "
-                    f"the context of {self.max_ctx}; lower --max-tokens"
-                )
-        completions: list[list[Completion | None]] = [[None] * r.n for r in requests]
-        prompt_computed = [0] * len(requests)
-        ttft: list[float | None] = [None] * len(requests)
-        started = time.perf_counter()
-        for wave in self._waves(requests, prompts):
-            self._run_wave(wave, requests, prompts, completions, prompt_computed, ttft)
-        total = time.perf_counter() - started
-        return [
-            GenerationResult(
-                completions=[c for c in done if c is not None],
-                prompt_tokens=len(prompts[i]),
-                prompt_tokens_computed=prompt_computed[i],
-                total_s=total,
-                ttft_s=ttft[i],
-            )
-            for i, done in enumerate(completions)
-        ]
+        if self._session is not None:
+            return self._session.run(requests)
+        session = Session(self)
+        try:
+            return session.run(requests)
+        finally:
+            session.close()
 
     def _ensure_context(self, cells: int) -> None:
-        """(Re)create the KV context with room for `cells`: attention cost grows with its size."""
+        """(Re)create the KV context with room for `cells` (a session asks for n_ctx: attention
+        reads the cells in use, not the whole cache, so its size did not change decode speed)."""
         from llama_cpp._internals import LlamaContext
 
         if self.ctx is not None and self.n_ctx >= cells:
@@ -224,20 +182,6 @@ class LlamaCppRunner:
         self.ctx = LlamaContext(model=self.model, params=params, verbose=False)
         self.n_ctx = self.ctx.n_ctx()
 
-    def _waves(self, requests: Sequence[GenerationRequest], prompts: list[list[int]]) -> list[list[int]]:
-        """Request indices grouped so each group's sequences and KV cells fit the context at once."""
-        waves: list[list[int]] = [[]]
-        slots = cells = 0
-        for i, request in enumerate(requests):
-            need = len(prompts[i]) + request.n * request.max_tokens
-            if waves[-1] and (slots + request.n > self.parallel or cells + need > self.max_ctx):
-                waves.append([])
-                slots = cells = 0
-            waves[-1].append(i)
-            slots += request.n
-            cells += need
-        return waves
-
     def _decode(self) -> None:
         code = self._lib.llama_decode(self.ctx.ctx, self.batch.batch)
         if code != 0:
@@ -249,69 +193,20 @@ class LlamaCppRunner:
             ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,)
         ).copy()
 
-    def _eval_prompt(self, tokens: list[int], slot: int) -> np.ndarray:
-        """Evaluate a prompt into one KV sequence; returns the logits after its last token."""
+    def _eval_prompt(self, tokens: list[int], slot: int, start: int = 0) -> np.ndarray:
+        """Evaluate a prompt's tokens from `start` on into one KV sequence (the cells before it are
+        already there); returns the logits after its last token."""
         batch = self.batch.batch
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
+        for first in range(start, len(tokens), self.n_batch):
+            chunk = tokens[first : first + self.n_batch]
             batch.n_tokens = len(chunk)
             for j, token in enumerate(chunk):
-                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, start + j, 1
+                batch.token[j], batch.pos[j], batch.n_seq_id[j] = token, first + j, 1
                 batch.seq_id[j][0] = slot
                 batch.logits[j] = False
             batch.logits[len(chunk) - 1] = True
             self._decode()
         return self._logits(batch.n_tokens - 1)
-
-    def _run_wave(
-        self,
-        wave: list[int],
-        requests: Sequence[GenerationRequest],
-        prompts: list[list[int]],
-        completions: list[list[Completion | None]],
-        prompt_computed: list[int],
-        ttft: list[float | None],
-    ) -> None:
-        """Decode one wave of requests together; latencies count from the wave's start."""
-        started = time.perf_counter()
-        self._ensure_context(sum(len(prompts[i]) + requests[i].n * requests[i].max_tokens for i in wave))
-        memory = self._lib.llama_get_memory(self.ctx.ctx)
-        self._lib.llama_memory_clear(memory, True)
-        live: list[_Sequence] = []
-        pending: list[tuple[_Sequence, np.ndarray]] = []
-        slot = 0
-        for i in wave:
-            request = requests[i]
-            first_slot = slot
-            logits = self._eval_prompt(prompts[i], first_slot)
-            prompt_computed[i] = len(prompts[i])
-            for s in range(request.n):
-                if s:
-                    self._lib.llama_memory_seq_cp(memory, first_slot, slot, -1, -1)
-                seq = _Sequence(i, s, slot, np.random.default_rng(request.seed_for(s)))
-                live.append(seq)
-                pending.append((seq, logits))
-                slot += 1
-            ttft[i] = time.perf_counter() - started
-        while pending:
-            stepped: list[_Sequence] = []
-            for seq, logits in pending:
-                self._advance(seq, logits, requests[seq.request], len(prompts[seq.request]))
-                if seq.finish is None:
-                    stepped.append(seq)
-            if not stepped:
-                break
-            batch = self.batch.batch
-            batch.n_tokens = len(stepped)
-            for j, seq in enumerate(stepped):
-                batch.token[j] = seq.tokens[-1]
-                batch.pos[j] = len(prompts[seq.request]) + len(seq.tokens) - 1
-                batch.n_seq_id[j], batch.logits[j] = 1, True
-                batch.seq_id[j][0] = seq.slot
-            self._decode()
-            pending = [(seq, self._logits(j)) for j, seq in enumerate(stepped)]
-        for seq in live:
-            completions[seq.request][seq.sample] = completion_of(seq, requests[seq.request], started)
 
     def _advance(
         self, seq: _Sequence, logits: np.ndarray, request: GenerationRequest, prompt_len: int

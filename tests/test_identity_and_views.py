@@ -27,10 +27,19 @@ from tsbench.errors import UserError
 from tsbench.ledger import Spend
 from tsbench.provenance import file_sha256
 from tsbench.records import RunFolder
-from tsbench.run import Prepared, WithParameterCount, _run_searches, _verifier_scores, check_budgets, prepare
+from tsbench.run import (
+    Prepared,
+    WithParameterCount,
+    _verifier_scores,
+    check_budgets,
+    prepare,
+    search_jobs,
+    search_record,
+)
+from tsbench.scheduler import Scheduler
 from tsbench.scoring import Arm, expected_accuracy, score_run
 from tsbench.spec import build_spec
-from tsbench.strategies.base import Attempt, Candidate, Sample
+from tsbench.strategies.base import Attempt, Candidate, Sample, ScoreSteps, Search
 from tsbench.verifiers.base import BoundVerifier, Scored, VerifierSpend
 
 TASK_YAML = """
@@ -128,6 +137,8 @@ class Spy:
 
     def __init__(self) -> None:
         self.seen: list[Any] = []
+        self.scored: list[Any] = []
+        self.step = ""
 
 
 def test_a_non_oracle_plugin_gets_a_view_without_the_reference() -> None:
@@ -199,10 +210,10 @@ def test_a_search_gets_the_public_problem_and_a_bound_verifier() -> None:
         def budgets(self, requested: Sequence[int]) -> list[int]:
             return list(requested)
 
-        def solve(
-            self, problem: Any, task: Any, runner: Any, verifier: Any, budget: Any, rng: Any
-        ) -> Attempt:
-            spy.seen.append((problem, task, verifier))
+        def search(self, problem: Any, task: Any, estimates: Any, budget: Any, rng: Any) -> Search:
+            spy.seen.append((problem, task, estimates))
+            scored = yield ScoreSteps(((spy.step,),))
+            spy.scored.append(scored)
             return Attempt("Answer: 4", "4", Spend(samples=1, prompt_tokens=10, generated_tokens=3))
 
     spec = build_spec({"task": "arith", "limit": 1, "budgets": "2", "max_tokens": 20}, "t")
@@ -210,11 +221,17 @@ def test_a_search_gets_the_public_problem_and_a_bound_verifier() -> None:
     arm = Arm(PeekingSearch(), "oracle")
     prepared = Prepared(prepared.spec, prepared.task, prepared.problems, [arm])
     verifiers = {"oracle": plugins.verifiers.get("oracle")(None)}
-    attempts, _, _ = _run_searches(prepared, CountingRunner(), 1000, verifiers, prepared.problems[0], arm)
-    problem, task, verifier = spy.seen[0]
+    [run] = search_jobs(prepared, CountingRunner(), 1000, verifiers, prepared.problems[0], arm)
+    spy.step = f"Answer: {prepared.problems[0].reference}"
+    Scheduler(CountingRunner(), 8).run([run.job])
+    problem, task, estimates = spy.seen[0]
     assert not hasattr(problem, "reference") and not hasattr(task, "grade")
-    assert isinstance(verifier, BoundVerifier) and verifier.oracle  # the oracle arm's verifier sees it all
-    assert attempts["2"]["text"] == "Answer: 4" and attempts["2"]["k"] == 2
+    assert not hasattr(estimates, "score_steps") and estimates.parameters == 1000
+    # The oracle arm's verifier sees the whole problem: a step stating the reference scores 1.
+    assert isinstance(run.job.verifier, BoundVerifier) and run.job.verifier.oracle
+    assert [s.scores for s in spy.scored[0]] == [[1.0]]
+    record = search_record(run)
+    assert record["text"] == "Answer: 4" and record["k"] == 2
 
 
 def test_flop_budgets_without_a_parameter_count_are_refused() -> None:
@@ -333,7 +350,7 @@ def test_a_given_parameter_count_reaches_every_flop_a_search_spends() -> None:
         prepared, runner, runner.info().parameters, {"oracle": plugins.verifiers.get("oracle")(None)}
     )
     arm = prepared.arms[0]
-    attempts, _, _ = _run_searches(
+    [run] = search_jobs(
         prepared,
         runner,
         1_000_000,
@@ -341,5 +358,6 @@ def test_a_given_parameter_count_reaches_every_flop_a_search_spends() -> None:
         prepared.problems[0],
         arm,
     )
-    spend = attempts[str(1_000_000_000)]["spend"]
+    Scheduler(runner, 8).run([run.job])
+    spend = search_record(run)["spend"]
     assert spend["flops"] == 2 * 1_000_000 * (spend["prompt_tokens"] + spend["generated_tokens"]) > 0

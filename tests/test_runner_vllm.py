@@ -82,6 +82,7 @@ def test_repeated_prefixes_hit_the_prefix_cache(vllm_runner: Any) -> None:
 @pytest.mark.slow
 def test_beam_search_runs_on_vllm_and_shares_its_prefixes(vllm_runner: Any) -> None:
     from tsbench.plugins import tasks, verifiers
+    from tsbench.scheduler import solve_alone
     from tsbench.strategies.base import SearchBudget
     from tsbench.strategies.beam_search import BeamSearch
     from tsbench.verifiers.base import BoundVerifier
@@ -93,8 +94,8 @@ def test_beam_search_runs_on_vllm_and_shares_its_prefixes(vllm_runner: Any) -> N
     before = vllm_runner.cache_stats()
     bound = BoundVerifier(verifier, problem, task)
     rng = np.random.default_rng(0)
-    attempt = strategy.solve(
-        problem.public(), PublicTask(task), vllm_runner, bound, SearchBudget(4, 4 * 48), rng
+    attempt = solve_alone(
+        strategy, problem.public(), PublicTask(task), vllm_runner, bound, SearchBudget(4, 4 * 48), rng
     )
     assert attempt.spend.samples >= 4 and attempt.spend.generated_tokens > 0
     after = vllm_runner.cache_stats()

@@ -26,10 +26,12 @@ from test_search_doubles import (
 
 from tsbench.contracts import PublicTask
 from tsbench.ledger import forward_flops
+from tsbench.scheduler import estimates
 from tsbench.strategies.base import SearchBudget
 from tsbench.strategies.beam_search import BeamSearch
 from tsbench.strategies.dvts import DVTS
 from tsbench.strategies.mcts import MCTS
+from tsbench.strategies.particle_filtering import ParticleFiltering
 from tsbench.strategies.stepping import StepOptions, Stepper
 from tsbench.verifiers.base import BoundVerifier, VerifierSpend
 from tsbench.verifiers.llm_judge import LLMJudge
@@ -50,6 +52,7 @@ SEARCHES: dict[str, Callable[[], Any]] = {
     "beam-search": lambda: BeamSearch(beam_width=2, max_step_tokens=24, max_steps=4),
     "dvts": lambda: DVTS(beam_width=2, max_step_tokens=24, max_steps=4),
     "mcts": lambda: MCTS(expansions=3, max_step_tokens=24, max_steps=4),
+    "particle-filtering": lambda: ParticleFiltering(max_step_tokens=24, max_steps=4),
     "mcts-rollout": lambda: MCTS(
         expansions=3, evaluation="rollout", rollout_tokens=16, max_step_tokens=24, max_steps=4
     ),
@@ -163,8 +166,7 @@ def test_the_largest_cap_is_checked_not_only_solved() -> None:
     stepper = Stepper(
         PROBLEM.public(),
         PublicTask(TASK),
-        ScriptedRunner(fixed_steps),
-        BoundVerifier(ScriptedVerifier(), PROBLEM, TASK),
+        estimates(ScriptedRunner(fixed_steps), BoundVerifier(ScriptedVerifier(), PROBLEM, TASK)),
         SearchBudget(1, tokens=40),
         np.random.default_rng(0),
         StepOptions(),

@@ -27,6 +27,7 @@ from tsbench.contracts import (
     RunnerInfo,
 )
 from tsbench.ledger import forward_flops
+from tsbench.scheduler import solve_alone
 from tsbench.strategies.base import Attempt, SearchBudget
 from tsbench.verifiers.base import BoundVerifier, Scored, VerifierSpend
 
@@ -177,11 +178,18 @@ def solve(
     max_tokens: int = 64,
     seed: int = 0,
 ) -> Attempt:
-    """strategy.solve as the harness calls it: the public views, the verifier bound to the problem."""
+    """A search as the harness runs it: the public views, the verifier bound to the problem, its
+    needs answered by a scheduler."""
     budget = SearchBudget(samples, tokens, flops, policy_only, max_tokens)
     bound = BoundVerifier(verifier, PROBLEM, TASK)  # type: ignore[arg-type]
-    attempt: Attempt = strategy.solve(  # type: ignore[attr-defined]
-        PROBLEM.public(), PublicTask(TASK), runner, bound, budget, np.random.default_rng(seed)
+    attempt: Attempt = solve_alone(
+        strategy,
+        PROBLEM.public(),
+        PublicTask(TASK),
+        runner,
+        bound,
+        budget,
+        np.random.default_rng(seed),  # type: ignore[arg-type]
     )
     return attempt
 

@@ -28,12 +28,14 @@ from test_search_doubles import (
 from tsbench.contracts import GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.ledger import forward_flops
 from tsbench.plugins import strategies
+from tsbench.scheduler import solve_alone
 from tsbench.scoring import expected_accuracy
 from tsbench.strategies.base import Sample, SearchBudget
 from tsbench.strategies.beam_search import BeamSearch, spread
 from tsbench.strategies.best_of_n import BestOfN, best
 from tsbench.strategies.dvts import DVTS
 from tsbench.strategies.mcts import MCTS, Node, backpropagate, most_visited, select, uct
+from tsbench.strategies.particle_filtering import ParticleFiltering
 from tsbench.strategies.stepping import Path, top_paths
 from tsbench.strategies.weighted_best_of_n import WeightedBestOfN, weighted_vote
 from tsbench.verifiers.base import BoundVerifier, Scored, VerifierSpend
@@ -422,18 +424,24 @@ SEARCHES = {
     "dvts": lambda: DVTS(beam_width=2, max_steps=4),
     "mcts": lambda: MCTS(expansions=3, max_steps=4),
     "mcts-rollout": lambda: MCTS(expansions=3, evaluation="rollout", rollout_tokens=16, max_steps=4),
+    "particle-filtering": lambda: ParticleFiltering(max_steps=4),
 }
 
 
 class Counting(ScriptedVerifier):
-    """ScriptedVerifier that adds up what it spent."""
+    """ScriptedVerifier that adds up what it spent (in a list its per-search copies share)."""
 
-    spent = VerifierSpend()
+    def __init__(self) -> None:
+        super().__init__()
+        self.spends: list[VerifierSpend] = []
+
+    @property
+    def spent(self) -> VerifierSpend:
+        return sum(self.spends, VerifierSpend())
 
     def score_steps(self, problem: object, task: object, steps: Sequence[Sequence[str]]) -> list[Scored]:
         scored = super().score_steps(problem, task, steps)
-        for s in scored:
-            self.spent = self.spent + s.spend
+        self.spends += [s.spend for s in scored]
         return scored
 
 
@@ -455,14 +463,14 @@ def test_the_ledger_is_canonical_and_no_finished_path_is_extended(search: str) -
 
 
 def test_each_search_starts_its_verifier_afresh() -> None:
-    # A memoising verifier (llm-judge) would otherwise let a second search of the same problem
-    # score for free: searches call its reset() first, and so pay the same twice.
+    # A memoising verifier would otherwise let a second search of the same problem score for free:
+    # each search gets its own copy of a verifier that can reset, reset; the one built is untouched.
     verifier = ScriptedVerifier()
     spends = [
         solve(strategy, ScriptedRunner(named_steps(2)), verifier, samples=4).spend
         for strategy in (BeamSearch(beam_width=2), BeamSearch(beam_width=2), DVTS(beam_width=2), MCTS())
     ]
-    assert verifier.resets == 4
+    assert verifier.resets == 0
     assert spends[0] == spends[1]
 
 
@@ -501,8 +509,8 @@ def test_beam_search_on_the_embedded_model_with_llm_judge(llamacpp_runner: Any) 
     judge = BoundVerifier(verifiers.get("llm-judge")(llamacpp_runner), problem, task)
     strategy = BeamSearch(beam_width=2, max_step_tokens=32, max_steps=2)
     budget = SearchBudget(4, tokens=2000, max_tokens=64)
-    attempt = strategy.solve(
-        problem.public(), PublicTask(task), policy, judge, budget, np.random.default_rng(0)
+    attempt = solve_alone(
+        strategy, problem.public(), PublicTask(task), policy, judge, budget, np.random.default_rng(0)
     )
     spend, trace = attempt.spend, attempt.trace
     rounds = trace["rounds"]

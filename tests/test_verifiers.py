@@ -209,7 +209,7 @@ def test_every_builtin_verifier_is_registered_and_built_by_its_factory() -> None
         "llm-judge": (True, True),
         "rollout-value": (False, True),
         "oracle": (True, True),
-        "self-certainty": (True, False),
+        "self-certainty": (True, True),
         "format-reward": (True, False),
         "accuracy-reward": (True, False),
     }

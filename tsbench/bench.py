@@ -157,7 +157,8 @@ def tree_search_bench(
     max_step_tokens: int = 32,
     max_steps: int = 3,
 ) -> dict[str, Any]:
-    """Time a beam search (oracle-scored, so no verifier model competes for the engine) on arith.
+    """Time a beam search (oracle-scored, so no verifier model competes for the engine) on arith,
+    every problem's search live at once in one scheduler, as in a run.
 
     Every step is sent as a continuation of the problem's prompt and the path so far, which is
     what a prefix cache can reuse. Returns wall time, generated tokens, and the engine's prefix
@@ -166,6 +167,7 @@ def tree_search_bench(
     import numpy as np
 
     from tsbench.plugins import tasks, verifiers
+    from tsbench.scheduler import Job, Scheduler, estimates
     from tsbench.strategies.base import SearchBudget
     from tsbench.strategies.beam_search import BeamSearch
     from tsbench.verifiers.base import BoundVerifier
@@ -175,15 +177,21 @@ def tree_search_bench(
     verifier = verifiers.get("oracle")()
     stats: Any = getattr(runner, "cache_stats", dict)
     before = stats()
-    generated = 0.0
+    jobs = []
     started = time.perf_counter()
     for problem in task.load(problems, 0, None):
         # No token bound: max_steps bounds the work, and a bound would end searches unevenly.
-        search_budget = SearchBudget(budget)
         bound = BoundVerifier(verifier, problem, task)
-        rng = np.random.default_rng(0)
-        attempt = strategy.solve(problem.public(), PublicTask(task), runner, bound, search_budget, rng)
-        generated += attempt.spend.generated_tokens
+        search = strategy.search(
+            problem.public(),
+            PublicTask(task),
+            estimates(runner, bound),
+            SearchBudget(budget),
+            np.random.default_rng(0),
+        )
+        jobs.append(Job(search, bound, problem.id))
+    Scheduler(runner, int(getattr(runner, "batch_sequences", 32))).run(jobs)
+    generated = sum(job.result.spend.generated_tokens for job in jobs)
     figures: dict[str, Any] = {
         "problems": problems,
         "search_s": time.perf_counter() - started,
@@ -268,8 +276,11 @@ def smoke_check(runner: Runner, max_tokens: int = 12) -> list[str]:
     texts = [c.text for c in first[0].completions]
     expect(texts == [c.text for c in again[0].completions], "same seeds gave different samples")
     expect(len(set(texts)) > 1, "different seeds at temperature 1 gave identical samples")
-    greedy_texts = [c.text for c in first[1].completions] + [c.text for c in again[1].completions]
-    expect(len(set(greedy_texts)) == 1, "temperature 0 is not deterministic")
+    # Temperature 0 repeats exactly call after call. Two greedy samples of one request may part
+    # ways: their KV cells sit at different places of a shared cache, which can move a near-tie
+    # argmax by the last bits (as batch composition does on any engine).
+    greedy_texts = [c.text for c in first[1].completions]
+    expect(greedy_texts == [c.text for c in again[1].completions], "temperature 0 is not deterministic")
     for c in first[0].completions:
         text_tokens = c.tokens - (c.stop_reason == "eos")  # an EOS token has no logprob
         expect(c.logprobs is not None and len(c.logprobs) == text_tokens, "logprobs missing or miscounted")

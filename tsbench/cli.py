@@ -1,9 +1,10 @@
-"""`tsbench` command line: run, list, report, processbench, bench."""
+"""`tsbench` command line: run, speed, list, report, processbench, bench."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,20 @@ import yaml
 from tsbench import plugins, provenance
 from tsbench.errors import UserError
 from tsbench.identity import run_id, sample_identity
+from tsbench.progress import Progress
 from tsbench.records import ARMS, METRICS, PERFORMANCE, PROBLEMS, PROVENANCE, SESSIONS, RunFolder
 from tsbench.registry import Registry
 from tsbench.report import table
 from tsbench.rescoring import arms_record, rescore, scored_with_current_code
-from tsbench.run import Prepared, WithParameterCount, build_verifiers, check_budgets, generate_all, prepare
+from tsbench.run import (
+    Prepared,
+    batch_sequences,
+    build_verifiers,
+    check_budgets,
+    generate_all,
+    open_runner,
+    prepare,
+)
 from tsbench.spec import build_spec, read_spec_file
 
 RESULTS_ROOT = Path("results")
@@ -58,6 +68,7 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
         "budget_unit": args.budget_unit,
         "pool_size": args.pool_size,
         "param_count": args.param_count,
+        "batch_sequences": args.batch_sequences,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.task_arg:
@@ -81,18 +92,16 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     spec = build_spec(_spec_values(args), args.config or "command line")
     prepared = prepare(spec)
-    runner = plugins.runners.get(prepared.spec.runner)(
-        model=prepared.spec.model, threads=prepared.spec.threads, **prepared.spec.runner_options
-    )
+    runner = open_runner(prepared.spec)
     try:
-        if prepared.spec.param_count:
-            runner = WithParameterCount(runner, prepared.spec.param_count)
         return _run_with(prepared, runner, args.no_progress)
     finally:
         runner.close()
 
 
 def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
+    # Recorded before the run's identity is taken: batches decide an engine's last bits.
+    prepared.spec = replace(prepared.spec, batch_sequences=batch_sequences(prepared.spec, runner))
     info = runner.info()
     verifiers = build_verifiers(prepared, runner)
     check_budgets(prepared, runner, info.parameters, verifiers)
@@ -111,28 +120,15 @@ def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
     total = len(prepared.problems)
     if done < total:
         folder.append(SESSIONS, [provenance.session(info, prepared.spec, done)])
-        progress: Any = None
-        if not no_progress:
-            from tqdm import tqdm
-
-            progress = tqdm(
-                total=total, initial=done, unit="problem", desc=f"run {path.name}", file=sys.stderr
-            )
+        arms = len(prepared.arms)
+        progress = Progress(total * arms, done * arms, f"run {path.name}", enabled=not no_progress)
         try:
-            generate_all(
-                prepared,
-                runner,
-                info.parameters,
-                verifiers,
-                folder,
-                progress.update if progress else (lambda _: None),
-            )
+            generate_all(prepared, runner, info.parameters, verifiers, folder, progress)
         except BaseException:
             folder.remove_if_empty()
             raise
         finally:
-            if progress:
-                progress.close()
+            progress.close()
     if done == total and scored_with_current_code(folder, prepared.task):
         metric_data, perf = folder.read_json(METRICS), folder.read_json(PERFORMANCE)
     else:
@@ -144,6 +140,14 @@ def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
         print(f"resumed: {done} of {total} problems were already done")
     print(f"results: {path}")
     return 0
+
+
+def cmd_speed(args: argparse.Namespace) -> int:
+    """Each arm alone over the spec's problems, in one process: tokens/s side by side."""
+    from tsbench.speed import speed_command
+
+    spec = build_spec(_spec_values(args), args.config or "command line")
+    return speed_command(spec, max(1, args.repeats), args.json)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -257,53 +261,74 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+def _spec_arguments(command: argparse.ArgumentParser) -> None:
+    """The flags that make a spec (run and speed take the same)."""
+    command.add_argument("-c", "--config", help="YAML spec file; flags override its fields")
+    command.add_argument("--task", help="task name or path to a task YAML (default arith)")
+    command.add_argument(
+        "--task-arg", action="append", metavar="KEY=VALUE", help="task option, e.g. levels=1,2"
+    )
+    command.add_argument("--strategy", help="comma-separated strategies (default greedy,majority,pass@k)")
+    command.add_argument("--budget", help="comma-separated sample budgets (default 1,2,4,8,16)")
+    command.add_argument(
+        "--budget-unit",
+        dest="budget_unit",
+        choices=["samples", "tokens", "flops"],
+        help="what --budget counts: samples k (default), or total tokens or FLOPs per problem (prompt + generated + verifier)",
+    )
+    command.add_argument("--pool-size", dest="pool_size", help="samples per problem in the sampled pool")
+    command.add_argument("--verifier", help="comma-separated verifiers for strategies that need one")
+    command.add_argument(
+        "--strategy-arg", action="append", metavar="S.KEY=VALUE", help="e.g. beam-search.beam_width=2"
+    )
+    command.add_argument(
+        "--verifier-arg", action="append", metavar="V.KEY=VALUE", help="e.g. rollout-value.rollouts=4"
+    )
+    command.add_argument(
+        "--runner-arg", action="append", metavar="KEY=VALUE", help="e.g. base_url=http://127.0.0.1:8000/v1"
+    )
+    command.add_argument("--limit", help="number of problems")
+    command.add_argument("--seed", help="seed for problems and samples")
+    command.add_argument("--runner", help="runner name (default llamacpp)")
+    command.add_argument("--model", help="model path or id (default: the runner's embedded default)")
+    command.add_argument("--temperature", help="sampling temperature of the sampled pool")
+    command.add_argument("--top-p", dest="top_p", help="nucleus mass of the sampled pool")
+    command.add_argument("--max-tokens", dest="max_tokens", help="generation cap per sample")
+    command.add_argument(
+        "--data-dir", dest="data_dir", help="local data folder (else $TSBENCH_DATA_DIR, else the hub)"
+    )
+    command.add_argument("--output", help="results folder (default results/<run-id>)")
+    command.add_argument("--threads", help="CPU threads for CPU runners")
+    command.add_argument(
+        "--param-count",
+        dest="param_count",
+        help="the model's parameter count, for FLOPs, where the runner cannot know it (e.g. 1.5e9)",
+    )
+    command.add_argument(
+        "--batch-sequences",
+        dest="batch_sequences",
+        help="most sequences per generate call (default: the runner's preference, recorded in the spec)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="tsbench", description="Benchmark LLM test-time scaling at matched compute."
     )
     sub = top.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run a spec (defaults: embedded SmolLM2-135M on arith)")
-    run.add_argument("-c", "--config", help="YAML spec file; flags override its fields")
-    run.add_argument("--task", help="task name or path to a task YAML (default arith)")
-    run.add_argument("--task-arg", action="append", metavar="KEY=VALUE", help="task option, e.g. levels=1,2")
-    run.add_argument("--strategy", help="comma-separated strategies (default greedy,majority,pass@k)")
-    run.add_argument("--budget", help="comma-separated sample budgets (default 1,2,4,8,16)")
-    run.add_argument(
-        "--budget-unit",
-        dest="budget_unit",
-        choices=["samples", "tokens", "flops"],
-        help="what --budget counts: samples k (default), or total tokens or FLOPs per problem (prompt + generated + verifier)",
-    )
-    run.add_argument("--pool-size", dest="pool_size", help="samples per problem in the sampled pool")
-    run.add_argument("--verifier", help="comma-separated verifiers for strategies that need one")
-    run.add_argument(
-        "--strategy-arg", action="append", metavar="S.KEY=VALUE", help="e.g. beam-search.beam_width=2"
-    )
-    run.add_argument(
-        "--verifier-arg", action="append", metavar="V.KEY=VALUE", help="e.g. rollout-value.rollouts=4"
-    )
-    run.add_argument(
-        "--runner-arg", action="append", metavar="KEY=VALUE", help="e.g. base_url=http://127.0.0.1:8000/v1"
-    )
-    run.add_argument("--limit", help="number of problems")
-    run.add_argument("--seed", help="seed for problems and samples")
-    run.add_argument("--runner", help="runner name (default llamacpp)")
-    run.add_argument("--model", help="model path or id (default: the runner's embedded default)")
-    run.add_argument("--temperature", help="sampling temperature of the sampled pool")
-    run.add_argument("--top-p", dest="top_p", help="nucleus mass of the sampled pool")
-    run.add_argument("--max-tokens", dest="max_tokens", help="generation cap per sample")
-    run.add_argument(
-        "--data-dir", dest="data_dir", help="local data folder (else $TSBENCH_DATA_DIR, else the hub)"
-    )
-    run.add_argument("--output", help="results folder (default results/<run-id>)")
-    run.add_argument("--threads", help="CPU threads for CPU runners")
-    run.add_argument(
-        "--param-count",
-        dest="param_count",
-        help="the model's parameter count, for FLOPs, where the runner cannot know it (e.g. 1.5e9)",
-    )
+    _spec_arguments(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+    speed = sub.add_parser(
+        "speed", help="generated tokens/s of each arm of a spec, each alone, side by side (the run's flags)"
+    )
+    _spec_arguments(speed)
+    speed.add_argument(
+        "--repeats", type=int, default=1, help="passes over the arms, every other one reversed"
+    )
+    speed.add_argument("--json", help="also write every run's figures here as JSON")
+    speed.set_defaults(func=cmd_speed, no_progress=True)
     lst = sub.add_parser("list", help="list tasks, runners or strategies")
     lst.add_argument("what", choices=["tasks", "runners", "strategies", "verifiers"])
     lst.set_defaults(func=cmd_list)

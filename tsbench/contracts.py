@@ -86,6 +86,7 @@ class GenerationResult:
     prompt_tokens_computed: int  # prompt tokens the engine actually evaluated (less with prefix reuse)
     total_s: float
     ttft_s: float | None = None
+    engine_s: float | None = None  # its share of the engine's time, where the runner can tell
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,29 @@ class Runner(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class GenerationSession(Protocol):
+    """Continuous batching: requests join a running batch and leave it as they finish."""
+
+    def add(self, request: GenerationRequest) -> int:
+        """Queue a request; returns its key."""
+        ...
+
+    def step(self) -> list[tuple[int, GenerationResult]]:
+        """Decode until at least one added request has finished (or none is left); returns the
+        (key, result) of those finished since the last step. The same adds give the same steps."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class OpensSessions(Protocol):
+    """A runner that can batch continuously (the scheduler then keeps its slots busy across
+    searches' rounds rather than waiting for each round's slowest sample)."""
+
+    def open_session(self) -> GenerationSession: ...
 
 
 @runtime_checkable

@@ -93,7 +93,10 @@ def performance(
     """Throughput over the whole run, and per strategy x budget latency and decode speed.
 
     A pool arm's latency at k is the expected slowest of k samples of its pool, plus k samples'
-    share of its verifier's scoring time; a search's is its own wall time.
+    share of its verifier's scoring time, and its speed is its tokens over that latency. A
+    search's latency is its own wall time, from when the scheduler admitted it to its answer;
+    searches run batched together, so its speed is its tokens over its share of the engine's time
+    (each generate call's wall time split by generated tokens), where the run recorded that.
 
     Args:
         timings: timings.jsonl records.
@@ -103,7 +106,7 @@ def performance(
     wall = sum(t["group_share_s"] for t in timings)
     generated = sum(t["generated_tokens"] for t in timings)
     by_problem = {t["problem_id"]: t for t in timings}
-    per_key: dict[tuple[str, int], list[tuple[float, float]]] = defaultdict(list)
+    per_key: dict[tuple[str, int], list[tuple[float, float, float]]] = defaultdict(list)
     for record in scores:
         t = by_problem[record["problem_id"]]
         arm, level, k = record["arm"], int(record["level"]), int(record["k"])
@@ -112,19 +115,23 @@ def performance(
             seconds = expected_max_of_subset(t["samples_s"][pool], k)
             if verifier is not None and not record["fallback"]:
                 seconds += t["verifier_s"].get(verifier, 0.0) * k
+            engine = seconds
         else:
             seconds = t["search_s"][arm][str(level)]
-        per_key[(arm, level)].append((seconds, record["spend"]["generated_tokens"]))
+            engine = t.get("search_engine_s", {}).get(arm, {}).get(str(level), seconds)
+        per_key[(arm, level)].append((seconds, engine, record["spend"]["generated_tokens"]))
     rows = []
-    for (strategy, k), pairs in per_key.items():
-        times = [s for s, _ in pairs]
+    for (strategy, k), found in per_key.items():
+        times = [s for s, _, _ in found]
         rows.append(
             {
                 "strategy": strategy,
                 "k": k,
                 "latency_p50_s": round(percentile(times, 50), 4),
                 "latency_p95_s": round(percentile(times, 95), 4),
-                "tokens_per_s": round(sum(t for _, t in pairs) / max(sum(times), 1e-9), 2),
+                "tokens_per_s": round(
+                    sum(t for _, _, t in found) / max(sum(e for _, e, _ in found), 1e-9), 2
+                ),
             }
         )
     ttfts, tpots = _first_token_and_per_token(timings)

@@ -1,4 +1,4 @@
-"""The run loop: spec -> task problems -> runner samples, verifier scores and searches -> records.
+"""The run loop: spec -> task problems -> scheduler (pools and searches) -> verifier scores -> records.
 
 Generation only: what is recorded here is kept as generated. Grades and scores are derived from
 the records by tsbench.scoring, at the end of a run and whenever `tsbench report` re-scores.
@@ -7,7 +7,6 @@ the records by tsbench.scoring, at the end of a run and whenever `tsbench report
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,14 +25,16 @@ from tsbench.contracts import (
 )
 from tsbench.errors import UserError
 from tsbench.ledger import forward_flops
+from tsbench.progress import Progress
 from tsbench.records import RunFolder
+from tsbench.scheduler import DEFAULT_BATCH_SEQUENCES, DEFAULT_MAX_LIVE, Job, Scheduler, estimates, generation
 from tsbench.scoring import Arm, stable_int
 from tsbench.spec import DEFAULT_POOL_SIZE, RunSpec
 from tsbench.strategies.base import SearchBudget
 from tsbench.verifiers.base import BoundVerifier
 
 DEFAULT_MAX_TOKENS = 256
-SEQUENCES_PER_GROUP = 32  # problems are generated in fixed groups of about this many sequences
+GROUP_BATCHES = 2  # a group of problems holds about this many engine batches of sequences
 POOLS = ("greedy", "sampled")
 
 
@@ -162,6 +163,12 @@ class WithParameterCount:
         return getattr(self._runner, name)
 
 
+def open_runner(spec: RunSpec) -> Any:
+    """The spec's runner, loaded; wrapped to report --param-count where the spec gives one."""
+    runner = plugins.runners.get(spec.runner)(model=spec.model, threads=spec.threads, **spec.runner_options)
+    return WithParameterCount(runner, spec.param_count) if spec.param_count else runner
+
+
 def check_budgets(prepared: Prepared, runner: Runner, parameters: int, verifiers: dict[str, Any]) -> None:
     """Refuse, before generating, budgets the run could not keep."""
     spec = prepared.spec
@@ -253,32 +260,46 @@ def search_budgets(
     return found
 
 
-def _run_searches(
+@dataclass
+class SearchRun:
+    """One search of one problem at one budget level, as a scheduler job."""
+
+    problem: Problem
+    arm: Arm
+    level: int
+    budget: SearchBudget
+    job: Job
+
+
+def search_jobs(
     prepared: Prepared, runner: Runner, parameters: int, verifiers: dict[str, Any], problem: Problem, arm: Arm
-) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:
-    """Run a search once per budget level: attempts, wall seconds and traces, by level."""
+) -> list[SearchRun]:
+    """The arm's searches of a problem, one per budget level, each with its own bound verifier
+    (what a verifier remembers is one search's) and a seed of its own."""
     spec = prepared.spec
     public, view = problem.public(), PublicTask(prepared.task)
     messages = tuple((m["role"], m["content"]) for m in view.messages(public))
     prompt_tokens = runner.count_prompt_tokens(GenerationRequest(messages))  # type: ignore[attr-defined]
-    attempts: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
-    traces = []
+    runs = []
     for level, budget in search_budgets(spec, arm.strategy, prompt_tokens, parameters):
         rng = np.random.default_rng(stable_int(spec.seed, problem.id, arm.key, level))
         verifier = BoundVerifier(verifiers[arm.verifier or ""], problem, prepared.task)
-        started = time.perf_counter()
-        attempt = arm.strategy.solve(public, view, runner, verifier, budget, rng)
-        seconds[str(level)] = round(time.perf_counter() - started, 4)
-        attempts[str(level)] = {
-            "text": attempt.text,
-            "answer": attempt.answer,
-            "k": attempt.trace.get("width", budget.samples),
-            "spend": attempt.spend.as_dict(),
-            "fallback": attempt.fallback,
-        }
-        traces.append({"problem_id": problem.id, "arm": arm.key, "k": level, "trace": attempt.trace})
-    return attempts, seconds, traces
+        search = arm.strategy.search(public, view, estimates(runner, verifier), budget, rng)
+        runs.append(SearchRun(problem, arm, level, budget, Job(search, verifier, f"{arm.key} at {level}")))
+    for run in runs:
+        run.job.units = 1 / len(runs)
+    return runs
+
+
+def search_record(run: SearchRun) -> dict[str, Any]:
+    attempt = run.job.result
+    return {
+        "text": attempt.text,
+        "answer": attempt.answer,
+        "k": attempt.trace.get("width", run.budget.samples),
+        "spend": attempt.spend.as_dict(),
+        "fallback": attempt.fallback,
+    }
 
 
 def _sample_records(
@@ -313,9 +334,29 @@ def _sample_records(
     return records
 
 
-def groups(problems: Sequence[Problem], sequences_per_problem: int) -> list[list[Problem]]:
-    """Fixed groups by position, so a resumed run batches exactly as an uninterrupted one."""
-    size = max(1, SEQUENCES_PER_GROUP // max(1, sequences_per_problem))
+def batch_sequences(spec: RunSpec, runner: Runner) -> int:
+    """Sequences per generate call: the spec's, else the runner's preference."""
+    return spec.batch_sequences or int(getattr(runner, "batch_sequences", DEFAULT_BATCH_SEQUENCES))
+
+
+def sequences_per_problem(prepared: Prepared) -> int:
+    """About how many sequences a problem keeps busy at once: its pools' samples, and each
+    search's width (N, at most the level's whole samples at the token cap)."""
+    spec = prepared.spec
+    cap = spec.max_tokens or DEFAULT_MAX_TOKENS
+    sequences = sum(1 if pool == "greedy" else pool_size(spec) for pool in prepared.pools)
+    for arm in prepared.arms:
+        if arm.strategy.pool == "search":
+            levels = arm.strategy.budgets(spec.budgets) if spec.budget_unit == "samples" else spec.budgets
+            sequences += sum(k if spec.budget_unit == "samples" else max(1, k // cap) for k in levels)
+    return max(1, sequences)
+
+
+def groups(prepared: Prepared, batch: int) -> list[list[Problem]]:
+    """Fixed groups by position, each about GROUP_BATCHES engine batches of sequences, so that a
+    resumed run batches exactly as an uninterrupted one (a group is generated and committed whole)."""
+    size = max(1, round(GROUP_BATCHES * batch / sequences_per_problem(prepared)))
+    problems = prepared.problems
     return [list(problems[i : i + size]) for i in range(0, len(problems), size)]
 
 
@@ -325,11 +366,23 @@ def generate_all(
     parameters: int,
     verifiers: dict[str, Any],
     folder: RunFolder,
-    on_problem_done: Callable[[int], None] = lambda _: None,
+    progress: Progress | None = None,
 ) -> int:
-    """Generate and record every problem the folder does not hold yet; returns how many."""
-    pools = prepared.pools
-    per_problem = sum(1 if pool == "greedy" else pool_size(prepared.spec) for pool in pools)
+    """Generate and record every problem the folder does not hold yet; returns how many.
+
+    Each group's pools and searches run as jobs of one scheduler, so every batch of the group's
+    work goes to the engine together; pool verifiers then score the sampled pools."""
+    spec = prepared.spec
+    batch = batch_sequences(spec, runner)
+    progress = progress or Progress(0, 0, "", enabled=False)
+    scheduler = Scheduler(
+        runner,
+        batch,
+        spec.max_live or DEFAULT_MAX_LIVE,
+        progress.tokens,
+        lambda job: progress.advance(job.units),
+    )
+    pool_arms = sum(1 for a in prepared.arms if a.strategy.pool != "search")
     # Only verifiers that a pool arm consults score the pool (llm-judge may serve searches only).
     pool_verifiers = {
         name: verifier
@@ -338,19 +391,35 @@ def generate_all(
     }
     done = folder.done_ids()
     generated = 0
-    for group in groups(prepared.problems, per_problem):
+    for group in groups(prepared, batch):
         todo = [p for p in group if p.id not in done]
         if not todo:
             continue
-        requests = [_requests(prepared, p) for p in todo]
-        flat = [r for rs in requests for r in rs]
-        generated_results = runner.generate(flat) if flat else []
-        # The engine's wall time for the group's pools: what tokens/s is measured over.
-        engine_s = max((r.total_s for r in generated_results), default=0.0)
-        results = iter(generated_results)
+        engine_before = scheduler.engine_s
+        pools: list[tuple[list[GenerationRequest], Job]] = []
+        searches: list[list[SearchRun]] = []
+        for problem in todo:
+            requests = _requests(prepared, problem)
+            pools.append((requests, Job(generation(requests), None, f"pools of {problem.id}", pool_arms)))
+            searches.append(
+                [
+                    run
+                    for arm in prepared.arms
+                    if arm.strategy.pool == "search"
+                    for run in search_jobs(prepared, runner, parameters, verifiers, problem, arm)
+                ]
+            )
+        jobs: list[Job] = []
+        for (requests, pool_job), runs in zip(pools, searches, strict=True):
+            jobs += ([pool_job] if requests else []) + [run.job for run in runs]
+        scheduler.run(jobs)
+        share_s = (scheduler.engine_s - engine_before) / len(todo)
         problem_records, sample_records, timing_records, traces = [], [], [], []
-        for problem, reqs in zip(todo, requests, strict=True):
-            outcomes = {pool: (req, next(results)) for pool, req in zip(pools, reqs, strict=True)}
+        for problem, (requests, pool_job), runs in zip(todo, pools, searches, strict=True):
+            results = pool_job.result or []
+            outcomes = {
+                pool: (req, res) for pool, req, res in zip(prepared.pools, requests, results, strict=True)
+            }
             verifier_s: dict[str, float] = {}
             for pool, (req, result) in outcomes.items():
                 # Verifiers rank the sampled pool; greedy has one sample to pick.
@@ -359,14 +428,17 @@ def generate_all(
                 )
                 verifier_s.update(scored[2] if scored else {})
                 sample_records += _sample_records(problem, pool, req, result, scored)
-            searches: dict[str, Any] = {}
-            search_s: dict[str, Any] = {}
-            for arm in prepared.arms:
-                if arm.strategy.pool == "search":
-                    searches[arm.key], search_s[arm.key], arm_traces = _run_searches(
-                        prepared, runner, parameters, verifiers, problem, arm
-                    )
-                    traces += arm_traces
+            attempts: dict[str, dict[str, Any]] = {}
+            search_s: dict[str, dict[str, float]] = {}
+            search_engine_s: dict[str, dict[str, float]] = {}
+            for run in runs:
+                key, level = run.arm.key, str(run.level)
+                attempts.setdefault(key, {})[level] = search_record(run)
+                search_s.setdefault(key, {})[level] = round(run.job.latency_s, 4)
+                search_engine_s.setdefault(key, {})[level] = round(run.job.engine_s, 4)
+                traces.append(
+                    {"problem_id": problem.id, "arm": key, "k": run.level, "trace": run.job.result.trace}
+                )
             problem_records.append(
                 {
                     "problem_id": problem.id,
@@ -374,15 +446,16 @@ def generate_all(
                     "reference": problem.reference,
                     "metadata": problem.metadata,
                     "messages": prepared.task.messages(problem.public()),
-                    "searches": searches,
+                    "searches": attempts,
                 }
             )
             completions = [c for _, o in outcomes.values() for c in o.completions]
             timing_records.append(
                 {
                     "problem_id": problem.id,
-                    "generated_tokens": sum(c.tokens for c in completions),
-                    "group_share_s": round(engine_s / len(todo), 4),
+                    "generated_tokens": sum(c.tokens for c in completions)
+                    + sum(run.job.generated_tokens for run in runs),
+                    "group_share_s": round(share_s, 4),
                     "prompt_tokens_computed": {p: o.prompt_tokens_computed for p, (_, o) in outcomes.items()},
                     "samples_s": {
                         p: [round(c.latency_s, 4) for c in o.completions] for p, (_, o) in outcomes.items()
@@ -393,9 +466,9 @@ def generate_all(
                     },
                     "verifier_s": verifier_s,
                     "search_s": search_s,
+                    "search_engine_s": search_engine_s,
                 }
             )
         folder.commit(problem_records, sample_records, timing_records, traces)
         generated += len(todo)
-        on_problem_done(len(todo))
     return generated

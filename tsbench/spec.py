@@ -50,6 +50,9 @@ class RunSpec:
         threads: CPU threads for CPU runners; None lets the runner choose.
         param_count: the policy's parameter count, for FLOPs, where the runner cannot know it
             (an OpenAI-compatible server); None takes the runner's.
+        batch_sequences: most sequences per generate call (tsbench.scheduler); None takes the
+            runner's preference, which the run then records here, so a rerun batches the same way.
+        max_live: most searches live at once (tsbench.scheduler); None for its default.
     """
 
     task: str = "arith"
@@ -73,13 +76,15 @@ class RunSpec:
     output: str | None = None
     threads: int | None = None
     param_count: int | None = None
+    batch_sequences: int | None = None
+    max_live: int | None = None
 
     def identity(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_ID}
         # Left out at their defaults, so that runs from before these fields keep their ids.
         if data["budget_unit"] == "samples":
             del data["budget_unit"]
-        for name in ("pool_size", "param_count"):
+        for name in ("pool_size", "param_count", "batch_sequences", "max_live"):
             if data[name] is None:
                 del data[name]
         return data
@@ -174,7 +179,7 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
         clean["param_count"] = _count(
             clean["param_count"], f"{where}: param_count", "parameter count", "1.5e9"
         )
-    for name in ("limit", "max_tokens", "threads", "pool_size"):
+    for name in ("limit", "max_tokens", "threads", "pool_size", "batch_sequences", "max_live"):
         if clean.get(name) is not None:
             clean[name] = _positive_int(clean[name], f"{where}: {name}", f"give {name} as a positive integer")
     if "seed" in clean:

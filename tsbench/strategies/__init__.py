@@ -1,6 +1,16 @@
 """Built-in strategies; each module registers one."""
 
-from . import beam_search, best_of_n, dvts, greedy, majority, mcts, pass_at_k, weighted_best_of_n
+from . import (
+    beam_search,
+    best_of_n,
+    dvts,
+    greedy,
+    majority,
+    mcts,
+    particle_filtering,
+    pass_at_k,
+    weighted_best_of_n,
+)
 
 __all__ = [
     "beam_search",
@@ -9,6 +19,7 @@ __all__ = [
     "greedy",
     "majority",
     "mcts",
+    "particle_filtering",
     "pass_at_k",
     "weighted_best_of_n",
 ]

@@ -7,21 +7,25 @@ sees each sample's public view (a `Candidate`: canonical answer, tokens, scores)
 is correct; it says which candidates it would answer with (`pick`), and the harness grades that.
 Only strategies declared oracle (pass@k) receive graded `Sample`s.
 
-Search strategies spend a budget interactively with the runner and a verifier bound to the
-problem; they see the problem without its reference (`PublicProblem`) and the task without its
-grader (`PublicTask`), so a search cannot read the answer either.
+Search strategies spend a budget step by step. A search is a generator: it yields what it needs
+(`Generate`: policy samples; `ScoreSteps`: the process verifier's scores) and receives the results,
+and returns its `Attempt`. It never calls the runner or the verifier itself: the scheduler
+(tsbench.scheduler) gathers the needs of every live search into engine-sized batches. It sees the
+problem without its reference (`PublicProblem`), the task without its grader (`PublicTask`), and
+`Estimates` (prompt token counts, the verifier's cost bound), so it cannot read the answer either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from tsbench.contracts import PublicProblem, PublicTask, Runner
+from tsbench.contracts import GenerationRequest, PublicProblem, PublicTask
 from tsbench.ledger import Spend
+from tsbench.verifiers.base import VerifierSpend
 
 Pool = Literal["greedy", "sampled"]
 
@@ -131,8 +135,50 @@ class Attempt:
     fallback: bool = False
 
 
+@dataclass(frozen=True)
+class Generate:
+    """A search's need: the runner's results for these requests, in order (list[GenerationResult])."""
+
+    requests: tuple[GenerationRequest, ...]
+
+
+@dataclass(frozen=True)
+class ScoreSteps:
+    """A search's need: its process verifier's step scores of these paths (list[Scored]).
+
+    Args:
+        paths: partial solutions, each a tuple of steps.
+        logprobs: per path, each step's mean token logprob as the policy sampled it (None where
+            unknown); verifiers that read the policy's own certainty (self-certainty) use it.
+    """
+
+    paths: tuple[tuple[str, ...], ...]
+    logprobs: tuple[tuple[float | None, ...], ...] | None = None
+
+
+Need = Generate | ScoreSteps
+# A running search: yields needs, is sent each need's results, returns its Attempt.
+Search = Generator[Need, Any, Attempt]
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """What a search may ask before it spends: nothing here generates or scores.
+
+    Args:
+        parameters: the policy's parameter count (FLOPs on the ledger).
+        count_prompt_tokens: GenerationResult.prompt_tokens of a request, without generating.
+        verifier_cost_bound: at least what scoring these paths would cost now, each path's last
+            step longer by up to extra_tokens (verifiers.base.CostBounded).
+    """
+
+    parameters: int
+    count_prompt_tokens: Callable[[GenerationRequest], int]
+    verifier_cost_bound: Callable[[Sequence[Sequence[str]], int], VerifierSpend]
+
+
 class SearchStrategy(Protocol):
-    """Spends a budget interactively with the runner and a bound verifier; runs once per budget."""
+    """Spends a budget step by step through the scheduler; runs once per problem and budget."""
 
     name: str
     pool: Literal["search"]
@@ -140,17 +186,13 @@ class SearchStrategy(Protocol):
 
     def budgets(self, requested: Sequence[int]) -> list[int]: ...
 
-    def solve(
+    def search(
         self,
         problem: PublicProblem,
         task: PublicTask,
-        runner: Runner,
-        verifier: Any,
+        estimates: Estimates,
         budget: SearchBudget,
         rng: np.random.Generator,
-    ) -> Attempt:
-        """Args:
-        verifier: a verifiers.base.BoundVerifier: the arm's verifier bound to this problem,
-            with the view its declaration allows.
-        """
+    ) -> Search:
+        """A generator of needs (Generate, ScoreSteps) that returns the Attempt."""
         ...

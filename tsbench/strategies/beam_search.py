@@ -24,11 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import PublicProblem, PublicTask, Runner
+from tsbench.contracts import PublicProblem, PublicTask
 from tsbench.plugins import strategies
-from tsbench.verifiers.base import BoundVerifier
 
-from .base import Attempt, SearchBudget
+from .base import Estimates, Search, SearchBudget
 from .stepping import Path, Stepper, WidthSearch, distinct, top_paths
 
 
@@ -45,16 +44,15 @@ class BeamSearch(WidthSearch):
     pool = "search"
     oracle = False
 
-    def solve(
+    def search(
         self,
         problem: PublicProblem,
         task: PublicTask,
-        runner: Runner,
-        verifier: BoundVerifier,
+        estimates: Estimates,
         budget: SearchBudget,
         rng: np.random.Generator,
-    ) -> Attempt:
-        stepper = Stepper(problem, task, runner, verifier, budget, rng, self.steps)
+    ) -> Search:
+        stepper = Stepper(problem, task, estimates, budget, rng, self.steps)
         n = budget.samples
         keep = max(1, n // self.beam_width)
         live: list[Path] = [Path()]
@@ -69,7 +67,7 @@ class BeamSearch(WidthSearch):
                 break
             # A first round must afford whole steps: one cut short at the root decides nothing.
             first = self.steps.max_step_tokens if not rounds else 1
-            cap, groups = stepper.step(live, spread(len(live), n), min_cap=first)
+            cap, groups = yield from stepper.step(live, spread(len(live), n), min_cap=first)
             if cap < 1 and not rounds and n > 1:
                 # The first round does not fit at this width: search narrower before giving up.
                 n, keep = n // 2, max(1, n // 2 // self.beam_width)
@@ -99,5 +97,5 @@ class BeamSearch(WidthSearch):
             "aggregate": self.aggregate,
         }
         if not rounds:
-            return stepper.fallback(trace)
-        return stepper.conclude(list(completed.values()), live, self.aggregate, trace)
+            return (yield from stepper.fallback(trace))
+        return (yield from stepper.conclude(list(completed.values()), live, self.aggregate, trace))

@@ -21,11 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import PublicProblem, PublicTask, Runner
+from tsbench.contracts import PublicProblem, PublicTask
 from tsbench.plugins import strategies
-from tsbench.verifiers.base import BoundVerifier
 
-from .base import Attempt, SearchBudget
+from .base import Estimates, Search, SearchBudget
 from .stepping import Path, Stepper, WidthSearch, top_paths
 
 
@@ -40,16 +39,15 @@ class DVTS(WidthSearch):
     def subtrees(self, n: int) -> int:
         return max(1, n // self.beam_width)
 
-    def solve(
+    def search(
         self,
         problem: PublicProblem,
         task: PublicTask,
-        runner: Runner,
-        verifier: BoundVerifier,
+        estimates: Estimates,
         budget: SearchBudget,
         rng: np.random.Generator,
-    ) -> Attempt:
-        stepper = Stepper(problem, task, runner, verifier, budget, rng, self.steps)
+    ) -> Search:
+        stepper = Stepper(problem, task, estimates, budget, rng, self.steps)
         leaves = [Path() for _ in range(self.subtrees(budget.samples))]
         merged: dict[int, int] = {}  # subtree -> the earlier subtree holding the same path
         rounds: list[dict[str, Any]] = []
@@ -57,7 +55,7 @@ class DVTS(WidthSearch):
         while live := [i for i, leaf in enumerate(leaves) if not leaf.done and i not in merged]:
             # A first round must afford whole steps: one cut short at the root decides nothing.
             first = self.steps.max_step_tokens if not rounds else 1
-            cap, groups = stepper.step(
+            cap, groups = yield from stepper.step(
                 [leaves[i] for i in live], [self.beam_width] * len(live), min_cap=first
             )
             if cap < 1 and not rounds and len(leaves) > 1:
@@ -94,6 +92,10 @@ class DVTS(WidthSearch):
             "aggregate": self.aggregate,
         }
         if not rounds:
-            return stepper.fallback(trace)
+            return (yield from stepper.fallback(trace))
         completed = [leaf for leaf in own if leaf.done]
-        return stepper.conclude(completed, [leaf for leaf in own if not leaf.done], self.aggregate, trace)
+        return (
+            yield from stepper.conclude(
+                completed, [leaf for leaf in own if not leaf.done], self.aggregate, trace
+            )
+        )

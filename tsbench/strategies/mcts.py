@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import PublicProblem, PublicTask, Runner
+from tsbench.contracts import PublicProblem, PublicTask
 from tsbench.plugins import strategies
-from tsbench.verifiers.base import SLACK_TOKENS, STEP_DELIMITER, BoundVerifier, VerifierSpend
+from tsbench.verifiers.base import SLACK_TOKENS, STEP_DELIMITER, VerifierSpend
 
-from .base import Attempt, SearchBudget
-from .stepping import CostAt, Path, StepOptions, Stepper
+from .base import Estimates, Search, SearchBudget
+from .stepping import CostAt, Path, StepOptions, Stepper, Yields, mean_logprob
 
 
 @dataclass
@@ -173,8 +173,8 @@ class MCTS:
 
         return cost
 
-    def evaluate(self, stepper: Stepper, children: Sequence[Path]) -> list[float]:
-        """One value per new child."""
+    def evaluate(self, stepper: Stepper, children: Sequence[Path]) -> Yields:
+        """Returns one value per new child."""
         values = [child.score("last") for child in children]
         live = [i for i, child in enumerate(children) if not child.done]
         if self.evaluation == "verifier" or not live:
@@ -187,25 +187,27 @@ class MCTS:
         )
         if cap < 1:
             return values
-        rollouts = stepper.generate([replace(r, max_tokens=cap) for r in requests])
+        rollouts = yield from stepper.generate([replace(r, max_tokens=cap) for r in requests])
         rolled = {}
         for i, completions in zip(live, rollouts, strict=True):
             text = completions[0].text.strip("\n")
             if text.strip():
-                rolled[i] = Path([*children[i].steps, text])
-        stepper.score(list(rolled.values()))
+                rolled[i] = Path(
+                    [*children[i].steps, text],
+                    logprobs=[*children[i].logprobs, mean_logprob(completions[0])],
+                )
+        yield from stepper.score(list(rolled.values()))
         return [rolled[i].score("last") if i in rolled else value for i, value in enumerate(values)]
 
-    def solve(
+    def search(
         self,
         problem: PublicProblem,
         task: PublicTask,
-        runner: Runner,
-        verifier: BoundVerifier,
+        estimates: Estimates,
         budget: SearchBudget,
         rng: np.random.Generator,
-    ) -> Attempt:
-        stepper = Stepper(problem, task, runner, verifier, budget, rng, self.steps)
+    ) -> Search:
+        stepper = Stepper(problem, task, estimates, budget, rng, self.steps)
         root = Node(Path())
         limit = self.max_iterations if self.max_iterations is not None else 8 * budget.samples
         iterations, caps = 0, []
@@ -222,14 +224,14 @@ class MCTS:
             if leaf.path.done:
                 backpropagate(nodes, [leaf.path.score("last")])
             else:
-                cap, groups = stepper.step(
+                cap, groups = yield from stepper.step(
                     [leaf.path], [self.expansions], self.rollouts_at(stepper, leaf.path)
                 )
                 if cap < 1:
                     stopped = "budget"
                     break
                 caps.append(cap)
-                values = self.evaluate(stepper, groups[0])
+                values = yield from self.evaluate(stepper, groups[0])
                 leaf.children = [
                     Node(c, visits=1, value_sum=v) for c, v in zip(groups[0], values, strict=True)
                 ]
@@ -245,8 +247,8 @@ class MCTS:
             "exploration": self.exploration,
         }
         if stopped == "budget" and not caps:
-            return stepper.fallback(trace)
+            return (yield from stepper.fallback(trace))
         if finished:
             best = max(finished, key=lambda node: (node.value, node.path.score("last")))
-            return stepper.conclude([best.path], [], "last", trace)
-        return stepper.conclude([], [most_visited(root)[-1].path], "last", trace)
+            return (yield from stepper.conclude([best.path], [], "last", trace))
+        return (yield from stepper.conclude([], [most_visited(root)[-1].path], "last", trace))

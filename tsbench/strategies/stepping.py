@@ -16,6 +16,11 @@ e = 0 and e = max_step_tokens, then checked), and declines the round when e < 1.
 so get a shorter cap; a step cut by it is complete. Spend stays within the budget as long as the
 runner counts prompts exactly and the verifier's bound holds.
 
+Batching. The Stepper never calls the runner or the verifier: `step`, `greedy_completion`,
+`conclude` and `fallback` are generators that yield a Generate or ScoreSteps need and receive
+its results from the scheduler (use them with `yield from`), which batches them with the needs of
+every other live search.
+
 Ending. A search that ends with no complete solution finishes its best live path: one greedy
 continuation, not scored, capped to min(budget.max_tokens, what is left). A search that cannot take
 its first round answers with `fallback`: one greedy solution from the root capped the same way but
@@ -25,26 +30,28 @@ to at least 1 token, with Attempt.fallback set.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import Completion, GenerationRequest, PublicProblem, PublicTask, Runner
-from tsbench.errors import UserError
+from tsbench.contracts import Completion, GenerationRequest, GenerationResult, PublicProblem, PublicTask
 from tsbench.ledger import Spend, forward_flops, policy_spend
 from tsbench.verifiers.base import (
     AGGREGATES,
     STEP_DELIMITER,
-    BoundVerifier,
+    Scored,
     VerifierSpend,
     aggregate,
     join_steps,
     total_spend,
 )
 
-from .base import Attempt, SearchBudget
+from .base import Attempt, Estimates, Generate, Need, ScoreSteps, SearchBudget
+
+# Part of a search: yields needs, receives their results, returns what its docstring says.
+Yields = Generator[Need, Any, Any]
 
 # A cost at cap e: (policy tokens, verifier spend).
 CostAt = Callable[[int], tuple[float, VerifierSpend]]
@@ -52,11 +59,13 @@ CostAt = Callable[[int], tuple[float, VerifierSpend]]
 
 @dataclass
 class Path:
-    """A partial solution: its steps, the verifier's score of each, and whether it is complete."""
+    """A partial solution: its steps, the verifier's score of each, whether it is complete, and
+    each step's mean token logprob as sampled (None where the runner gave none)."""
 
     steps: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     done: bool = False
+    logprobs: list[float | None] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -67,6 +76,12 @@ class Path:
 
     def as_dict(self) -> dict[str, Any]:
         return {"steps": list(self.steps), "scores": [round(s, 6) for s in self.scores], "done": self.done}
+
+
+def mean_logprob(completion: Completion) -> float | None:
+    """The mean logprob of a completion's tokens, None when the runner gave none."""
+    logprobs = completion.logprobs
+    return round(sum(logprobs) / len(logprobs), 6) if logprobs else None
 
 
 def top_paths(paths: Sequence[Path], m: int, how: str) -> list[Path]:
@@ -103,32 +118,25 @@ class StepOptions:
 class Stepper:
     """The policy and verifier side of a step-wise search, its ledger (`spend`) and its budget.
 
-    Takes the problem, task, runner, bound verifier, budget and rng as SearchStrategy.solve does.
+    Takes the problem, task, estimates, budget and rng as SearchStrategy.search does.
     """
 
     def __init__(
         self,
         problem: PublicProblem,
         task: PublicTask,
-        runner: Runner,
-        verifier: BoundVerifier,
+        estimates: Estimates,
         budget: SearchBudget,
         rng: np.random.Generator,
         options: StepOptions,
     ) -> None:
-        self.task, self.runner, self.verifier = task, runner, verifier
+        self.task, self.estimates = task, estimates
         self.budget, self.rng, self.options = budget, rng, options
         self.delimiter = options.delimiter
         self.messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
-        self.parameters = runner.info().parameters
+        self.parameters = estimates.parameters
         self.spend = Spend()
         self.bounded = math.isfinite(budget.tokens) or math.isfinite(budget.flops)
-        if self.bounded and not callable(getattr(runner, "count_prompt_tokens", None)):
-            raise UserError(
-                "this runner cannot count prompt tokens before generating, which a search needs to keep "
-                "each step within its budget"
-            )
-        verifier.reset()
 
     # -- text --------------------------------------------------------------------------------------
 
@@ -143,21 +151,21 @@ class Stepper:
         """What a sampled step makes of its parent (how a step ends: the module docstring)."""
         step = completion.text.strip("\n")
         if not step.strip():
-            return Path(list(parent.steps), list(parent.scores), done=True)
+            return Path(list(parent.steps), list(parent.scores), True, list(parent.logprobs))
         steps = [*parent.steps, step]
         done = completion.stop_reason != "stop" or len(steps) >= self.options.max_steps
-        return Path(steps, list(parent.scores), done)
+        return Path(steps, list(parent.scores), done, [*parent.logprobs, mean_logprob(completion)])
 
     # -- the budget --------------------------------------------------------------------------------
 
     def count(self, request: GenerationRequest) -> int:
-        return int(self.runner.count_prompt_tokens(request))  # type: ignore[attr-defined]
+        return int(self.estimates.count_prompt_tokens(request))
 
     def bound(self, paths: Sequence[Sequence[str]], extra_tokens: int) -> VerifierSpend:
         """The verifier's worst case for scoring paths whose last step grows by up to extra_tokens."""
-        if self.budget.policy_only:
+        if self.budget.policy_only or not paths:
             return VerifierSpend()
-        return self.verifier.cost_bound(paths, extra_tokens)
+        return self.estimates.verifier_cost_bound(paths, extra_tokens)
 
     def needs(self, policy_tokens: float, verifier: VerifierSpend) -> list[tuple[float, float]]:
         """(what this would take, what is left) under each finite limit: tokens, then FLOPs."""
@@ -216,12 +224,14 @@ class Stepper:
             max_tokens=self.options.max_step_tokens,
             stop=(self.delimiter,) if stop else (),
             seeds=tuple(int(s) for s in self.rng.integers(0, 2**31 - 1, size=n)),
+            logprobs=0,
             continuation=self.prefix(path),
         )
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
-        """One generate call; the policy's canonical spend goes on the ledger."""
-        results = self.runner.generate(requests) if requests else []
+    def generate(self, requests: Sequence[GenerationRequest]) -> Yields:
+        """Samples for the requests (one need); the policy's canonical spend goes on the ledger.
+        Returns each request's completions."""
+        results: list[GenerationResult] = (yield Generate(tuple(requests))) if requests else []
         for result in results:
             self.spend = self.spend + policy_spend(
                 self.parameters,
@@ -231,11 +241,12 @@ class Stepper:
             )
         return [result.completions for result in results]
 
-    def score(self, paths: Sequence[Path]) -> None:
-        """Fill in the verifier's step scores of paths; its spend goes on the ledger."""
+    def score(self, paths: Sequence[Path]) -> Yields:
+        """Fill in the verifier's step scores of paths (one need); its spend goes on the ledger."""
         if not paths:
             return
-        scored = self.verifier.score_steps([p.steps for p in paths])
+        need = ScoreSteps(tuple(tuple(p.steps) for p in paths), tuple(tuple(p.logprobs) for p in paths))
+        scored: list[Scored] = yield need
         for path, result in zip(paths, scored, strict=True):
             path.scores = list(result.scores)
         spent = total_spend(scored)
@@ -247,16 +258,19 @@ class Stepper:
         counts: Sequence[int],
         more: CostAt | None = None,
         min_cap: int = 1,
-    ) -> tuple[int, list[list[Path]]]:
+        merge: bool = True,
+    ) -> Yields:
         """One round: counts[i] next steps of parents[i], at the largest step cap the budget allows.
 
         Args:
             more: the worst case of what else the round will spend, at step cap e.
             min_cap: the round is declined (nothing generated) when the cap that fits is below it.
+            merge: children with the same steps as a sibling are merged; without, every child is
+                kept (particles count by multiplicity), and the same path is scored once.
 
         Returns:
-            The cap, and each parent's distinct children, scored; no children when the cap is 0
-            (the round does not fit).
+            (cap, groups): the cap, and each parent's children, scored; no children when the cap
+            is 0 (the round does not fit).
         """
         requests = [self.request(parent, n) for parent, n in zip(parents, counts, strict=True)]
         prompts = float(sum(self.count(r) for r in requests)) if self.bounded else 0.0
@@ -274,32 +288,33 @@ class Stepper:
         cap = self.largest(cost, self.options.max_step_tokens)
         if cap < max(1, min_cap):
             return 0, []
-        generated = self.generate([replace(r, max_tokens=cap) for r in requests])
+        generated = yield from self.generate([replace(r, max_tokens=cap) for r in requests])
         groups = [
-            distinct(self.child(parent, c) for c in completions)
+            [self.child(parent, c) for c in completions]
             for parent, completions in zip(parents, generated, strict=True)
         ]
-        self.score(
-            [
-                c
-                for parent, group in zip(parents, groups, strict=True)
-                for c in group
-                if c.steps != parent.steps
-            ]
-        )
+        if merge:
+            groups = [distinct(group) for group in groups]
+        new = [
+            c for parent, group in zip(parents, groups, strict=True) for c in group if c.steps != parent.steps
+        ]
+        scored = {path.key: path for path in distinct(new)}
+        yield from self.score(list(scored.values()))
+        for child in new:
+            child.scores = list(scored[child.key].scores)
         return cap, groups
 
     # -- ending --------------------------------------------------------------------------------------
 
-    def greedy_completion(self, path: Path, at_least_one: bool = False) -> str | None:
+    def greedy_completion(self, path: Path, at_least_one: bool = False) -> Yields:
         """The path's text finished by one greedy continuation capped to what is left (and to the
-        task's cap on a solution); None when not even one token fits (unless at_least_one)."""
+        task's cap on a solution); returns None when not even one token fits (unless at_least_one)."""
         request = self.request(path, 1, greedy=True, stop=False)
         prompt = self.count(request) if self.bounded else 0
         cap = self.largest(lambda c: (prompt + c, VerifierSpend()), self.budget.max_tokens)
         if cap < 1 and not at_least_one:
             return None
-        completion = self.generate([replace(request, max_tokens=max(cap, 1))])[0][0]
+        [[completion]] = yield from self.generate([replace(request, max_tokens=max(cap, 1))])
         return self.prefix(path) + completion.text
 
     def answer(self, text: str, trace: dict[str, Any], fallback: bool = False) -> Attempt:
@@ -307,21 +322,21 @@ class Stepper:
 
     def conclude(
         self, completed: Sequence[Path], live: Sequence[Path], how: str, trace: dict[str, Any]
-    ) -> Attempt:
-        """The answer: the best complete path by aggregated score, else the best live one finished."""
+    ) -> Yields:
+        """Returns the Attempt: the best complete path by aggregated score, else the best live one finished."""
         if completed:
             chosen = top_paths(completed, 1, how)[0]
             return self.answer(self.text(chosen), {**trace, "chosen": chosen.as_dict()})
         if not live:
             return self.answer("", {**trace, "chosen": None})
         best = top_paths(live, 1, how)[0]
-        finished = self.greedy_completion(best)
+        finished = yield from self.greedy_completion(best)
         text = finished if finished is not None else self.text(best)
         return self.answer(text, {**trace, "chosen": best.as_dict(), "finished": finished is not None})
 
-    def fallback(self, trace: dict[str, Any]) -> Attempt:
-        """One greedy solution from the root, for a budget too small for the search's first round."""
-        text = self.greedy_completion(Path(), at_least_one=True) or ""
+    def fallback(self, trace: dict[str, Any]) -> Yields:
+        """Returns one greedy solution from the root, for a budget too small for the first round."""
+        text = (yield from self.greedy_completion(Path(), at_least_one=True)) or ""
         return self.answer(text, {**trace, "chosen": None, "finished": True}, fallback=True)
 
 

@@ -7,9 +7,10 @@ from the policy's while adding them into the total.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tsbench.contracts import AnyProblem, CountsPromptTokens, GenerationRequest, Problem, PublicTask, Task
@@ -54,6 +55,35 @@ class ProcessVerifier(Protocol):
 
     def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
         """For each partial solution (a list of steps), one score per step."""
+        ...
+
+
+@dataclass
+class StepJob:
+    """One search's scoring need, for a verifier that scores many searches' paths in one call.
+
+    Args:
+        problem, task: the views the verifier may see (see BoundVerifier).
+        paths: partial solutions, each a list of steps.
+        logprobs: per path, each step's mean token logprob as the policy sampled it, or None.
+        memo: the search's own remembered step scores (prefix -> score); a memoising verifier
+            reads and fills it, so that a search pays once per prefix and no two searches share it.
+    """
+
+    problem: Any
+    task: Any
+    paths: Sequence[Sequence[str]]
+    logprobs: Sequence[Sequence[float | None]] | None = None
+    memo: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class BatchesSteps(Protocol):
+    """A process verifier that scores the needs of many concurrent searches together (one
+    generate call, or batched forward passes), keeping each search's memo in its StepJob."""
+
+    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
+        """For each job, what score_steps(job.problem, job.task, job.paths) would give."""
         ...
 
 
@@ -106,16 +136,25 @@ def join_steps(steps: Sequence[str], delimiter: str = STEP_DELIMITER) -> str:
 
 
 def score_paths(
-    verifier: object, problem: Problem, task: Task, paths: Sequence[Sequence[str]]
+    verifier: object,
+    problem: Problem,
+    task: Task,
+    paths: Sequence[Sequence[str]],
+    step_logprobs: Sequence[Sequence[float | None]] | None = None,
 ) -> list[Scored]:
-    """Process scores of partial solutions, with a clear error for a verifier that has none."""
+    """Process scores of partial solutions, handing each step's mean logprob to verifiers that take
+    them (self-certainty), with a clear error for a verifier that has none."""
     if not isinstance(verifier, ProcessVerifier):
         name = getattr(verifier, "name", type(verifier).__name__)
         raise ValueError(
             f"verifier '{name}' scores whole solutions only; a step-wise search needs a process "
-            "verifier (llm-judge, rollout-value, oracle or an hf-reward PRM)"
+            "verifier (llm-judge, rollout-value, oracle, self-certainty or an hf-reward PRM)"
         )
-    return verifier.score_steps(problem, task, paths) if paths else []
+    if not paths:
+        return []
+    if "step_logprobs" in inspect.signature(verifier.score_steps).parameters:
+        return verifier.score_steps(problem, task, paths, step_logprobs=step_logprobs)  # type: ignore[call-arg]
+    return verifier.score_steps(problem, task, paths)
 
 
 def new_prefixes(steps: Sequence[Sequence[str]], remembered: Any) -> dict[tuple[str, ...], int]:
@@ -231,15 +270,30 @@ def score_solutions(
 class BoundVerifier:
     """An arm's verifier bound to one problem, with the view its declaration allows: the whole
     problem for a verifier declared oracle, the public view (no reference, no grader) otherwise.
-    Searches hold this, never the problem itself.
+    The scheduler holds one per search, never the search itself.
+
+    What a verifier remembers is this search's own: a verifier that batches (BatchesSteps) keeps
+    it in this object's `memo`; any other gets a shallow copy of its own, reset, so that a
+    memoising third-party verifier is not shared between concurrent searches either.
     """
 
     def __init__(self, verifier: Any, problem: Problem, task: Task) -> None:
-        self._verifier = verifier
         self.name: str = getattr(verifier, "name", type(verifier).__name__)
         self.oracle = bool(getattr(verifier, "oracle", False))
         self._problem: AnyProblem = problem if self.oracle else problem.public()
         self._task: Any = task if self.oracle else PublicTask(task)
+        self.memo: dict[tuple[str, ...], float] = {}
+        self.shared = verifier  # the verifier as built: batched calls are grouped by it
+        self.batches = isinstance(verifier, BatchesSteps)
+        if not self.batches and callable(getattr(verifier, "reset", None)):
+            verifier = copy.copy(verifier)
+            verifier.reset()
+        self._verifier = verifier
+
+    def job(
+        self, steps: Sequence[Sequence[str]], logprobs: Sequence[Sequence[float | None]] | None = None
+    ) -> StepJob:
+        return StepJob(self._problem, self._task, steps, logprobs, self.memo)
 
     @property
     def bounded(self) -> bool:
@@ -248,8 +302,12 @@ class BoundVerifier:
     def score(self, solutions: Sequence[str], mean_logprobs: Sequence[float | None] | None = None) -> Scored:
         return score_solutions(self._verifier, self._problem, self._task, solutions, mean_logprobs)  # type: ignore[arg-type]
 
-    def score_steps(self, steps: Sequence[Sequence[str]]) -> list[Scored]:
-        return score_paths(self._verifier, self._problem, self._task, steps)  # type: ignore[arg-type]
+    def score_steps(
+        self, steps: Sequence[Sequence[str]], logprobs: Sequence[Sequence[float | None]] | None = None
+    ) -> list[Scored]:
+        if self.batches and steps:
+            return list(self._verifier.score_steps_many([self.job(steps, logprobs)])[0])
+        return score_paths(self._verifier, self._problem, self._task, steps, logprobs)  # type: ignore[arg-type]
 
     def cost_bound(self, steps: Sequence[Sequence[str]], extra_tokens: int) -> VerifierSpend:
         if not steps:
@@ -259,8 +317,31 @@ class BoundVerifier:
                 f"verifier {self.name} cannot bound its cost before scoring (no cost_bound method), "
                 "so a search cannot keep it within a budget; give it a cost_bound or use another verifier"
             )
-        bound: VerifierSpend = self._verifier.cost_bound(self._problem, self._task, steps, extra_tokens)
+        memo = {"memo": self.memo} if self.batches else {}
+        bound: VerifierSpend = self._verifier.cost_bound(
+            self._problem, self._task, steps, extra_tokens, **memo
+        )
         return bound
 
     def reset(self) -> None:
+        self.memo.clear()
         start_fresh(self._verifier)
+
+
+def score_together(
+    needs: Sequence[tuple[BoundVerifier, Sequence[Sequence[str]], Sequence[Sequence[float | None]] | None]],
+) -> list[list[Scored]]:
+    """Each search's step scores, in order: the searches of one batching verifier in one call."""
+    results: list[list[Scored] | None] = [None] * len(needs)
+    by_verifier: dict[int, list[int]] = {}
+    for i, (bound, paths, logprobs) in enumerate(needs):
+        if bound.batches and paths:
+            by_verifier.setdefault(id(bound.shared), []).append(i)
+        else:
+            results[i] = bound.score_steps(paths, logprobs)
+    for indices in by_verifier.values():
+        shared = needs[indices[0]][0].shared
+        jobs = [needs[i][0].job(needs[i][1], needs[i][2]) for i in indices]
+        for i, scored in zip(indices, shared.score_steps_many(jobs), strict=True):
+            results[i] = list(scored)
+    return [r if r is not None else [] for r in results]

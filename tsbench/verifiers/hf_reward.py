@@ -18,7 +18,9 @@ Four input shapes cover the public models; `kind` picks one (known ids pick it t
 
 A PRM scores a whole solution by aggregating its step scores (`aggregate`, default min, as
 Math-Shepherd ranks solutions); an ORM scores a partial solution's steps by scoring each prefix.
-Each sequence is run through the model alone (no padding), so pooling and positions are exact.
+A PRM scores the paths of every live search in batched forward passes (`batch_size` sequences,
+right-padded under an attention mask, so positions are exact); an ORM runs each sequence alone,
+so its pooling is exact.
 Spend: the tokens fed to the model, and forward_flops(model parameters, tokens). Nothing is
 remembered between calls, so `cost_bound` is the tokens of each path's input built with its last
 step empty, + `extra_tokens` for that step + SLACK_TOKENS for re-tokenisation where it meets the
@@ -40,6 +42,7 @@ from .base import (
     SLACK_TOKENS,
     STEP_DELIMITER,
     Scored,
+    StepJob,
     VerifierSpend,
     aggregate,
     as_bool,
@@ -106,6 +109,7 @@ class HFReward:
         device: str = "cpu",
         dtype: str = "float32",
         trust_remote_code: bool = False,
+        batch_size: int = 8,
     ) -> None:
         import torch
         import transformers
@@ -144,6 +148,7 @@ class HFReward:
         ).to(device)
         self.model.eval()
         self.device = device
+        self.batch_size = max(1, int(batch_size))
         self.parameters = int(self.model.num_parameters())
         self.model_id = model
 
@@ -160,10 +165,27 @@ class HFReward:
 
     def _logits(self, ids: list[int]) -> Any:
         """Logits of one sequence: (positions, classes) for token models, (classes,) for an ORM."""
-        with self.torch.inference_mode():
-            output = self.model(input_ids=self.torch.tensor([ids], device=self.device))
-        logits = output.logits if hasattr(output, "logits") else output[0]
-        return logits[0].float()
+        return self._logits_many([ids])[0]
+
+    def _logits_many(self, sequences: Sequence[list[int]]) -> list[Any]:
+        """Logits of each sequence, `batch_size` sequences per forward pass.
+
+        Sequences are padded on the right under an attention mask, so a real token's position and
+        what it attends to are those of the sequence alone; an ORM reads its score at the last
+        real token."""
+        torch, found = self.torch, []
+        for start in range(0, len(sequences), self.batch_size):
+            chunk = sequences[start : start + self.batch_size]
+            width = max(len(ids) for ids in chunk)
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ids = torch.tensor([list(x) + [pad] * (width - len(x)) for x in chunk], device=self.device)
+            mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in chunk], device=self.device)
+            with torch.inference_mode():
+                output = self.model(input_ids=ids, attention_mask=mask)
+            logits = (output.logits if hasattr(output, "logits") else output[0]).float()
+            for row, x in enumerate(chunk):
+                found.append(logits[row] if logits.dim() == 2 else logits[row, : len(x)])
+        return found
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -208,17 +230,28 @@ class HFReward:
 
     def _steps(self, question: str, steps: Sequence[str]) -> tuple[list[float], int]:
         """One score per step from one forward pass."""
-        ids, positions = self._step_ids(question, steps)
-        if len(positions) != len(steps):
-            raise ValueError(
-                f"hf-reward ({self.kind}): found {len(positions)} step marks for {len(steps)} steps in "
-                f"{self.model_id}'s tokens; the step tag {self.step_tag!r} does not tokenize to one known token"
-            )
-        logits = self._logits(ids)[positions]
-        if self.kind == "token-head":
-            return logits.softmax(-1)[:, 1].tolist(), len(ids)
-        pair = logits[:, [self._token_id(self.good), self._token_id(self.bad)]]
-        return pair.softmax(-1)[:, 0].tolist(), len(ids)
+        return self._steps_many([(question, steps)])[0]
+
+    def _steps_many(self, paths: Sequence[tuple[str, Sequence[str]]]) -> list[tuple[list[float], int]]:
+        """One score per step of each (question, steps), in batched forward passes."""
+        inputs = [self._step_ids(question, steps) for question, steps in paths]
+        for (_, steps), (_, positions) in zip(paths, inputs, strict=True):
+            if len(positions) != len(steps):
+                raise ValueError(
+                    f"hf-reward ({self.kind}): found {len(positions)} step marks for {len(steps)} steps in "
+                    f"{self.model_id}'s tokens; the step tag {self.step_tag!r} does not tokenize to one known token"
+                )
+        found = []
+        for (ids, positions), all_logits in zip(
+            inputs, self._logits_many([i for i, _ in inputs]), strict=True
+        ):
+            logits = all_logits[positions]
+            if self.kind == "token-head":
+                found.append((logits.softmax(-1)[:, 1].tolist(), len(ids)))
+            else:
+                pair = logits[:, [self._token_id(self.good), self._token_id(self.bad)]]
+                found.append((pair.softmax(-1)[:, 0].tolist(), len(ids)))
+        return found
 
     def _spend(self, tokens: int) -> VerifierSpend:
         return VerifierSpend(tokens, forward_flops(self.parameters, tokens))
@@ -235,6 +268,21 @@ class HFReward:
             scores.append(value)
             spent = spent + self._spend(tokens)
         return Scored(scores, spent)
+
+    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
+        """Every search's paths in batched forward passes (BatchesSteps); a PRM remembers nothing."""
+        if self.kind == "orm":
+            return [self.score_steps(job.problem, job.task, job.paths) for job in jobs]
+        paths = [(job.problem.question, path) for job in jobs for path in job.paths if path]
+        found = iter(self._steps_many(paths))
+        results = []
+        for job in jobs:
+            scored = []
+            for path in job.paths:
+                values, tokens = next(found) if path else ([], 0)
+                scored.append(Scored(values, self._spend(tokens)))
+            results.append(scored)
+        return results
 
     def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
         scored = []
@@ -281,12 +329,13 @@ def create(
     device: str = "cpu",
     dtype: str = "float32",
     trust_remote_code: Any = False,
+    batch_size: Any = 8,
     **options: Any,
 ) -> HFReward:
     if options:
         raise UserError(
             f"verifier hf-reward: unknown option(s) {', '.join(sorted(options))}; it takes: model, kind, "
-            "step_tag, good, bad, system, aggregate, delimiter, device, dtype, trust_remote_code"
+            "step_tag, good, bad, system, aggregate, delimiter, device, dtype, trust_remote_code, batch_size"
         )
     if not model:
         raise UserError(
@@ -311,4 +360,5 @@ def create(
         device,
         dtype,
         as_bool(trust_remote_code),
+        int(batch_size),
     )

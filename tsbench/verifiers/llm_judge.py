@@ -9,7 +9,8 @@ Spend: each question costs its prompt tokens, counted canonically (GenerationRes
 whatever a prefix cache saved) + 1 generated token, and forward_flops(judge parameters, those
 tokens). By default the judge is the policy runner. Process scoring asks one question per step
 prefix; answers are kept for the current problem, so a search that re-scores a path pays only for
-its new step. `cost_bound` says beforehand what process scoring will cost at most: the judge
+its new step (within a search, each search keeps its own memory: StepJob.memo, and every
+search's questions go in one generate call). `cost_bound` says beforehand what process scoring will cost at most: the judge
 runner's count of each unanswered question's prompt tokens, where the last step may be longer by
 `extra_tokens` (+ SLACK_TOKENS for re-tokenisation where the step meets the template), + 1.
 """
@@ -27,6 +28,7 @@ from tsbench.plugins import verifiers
 from .base import (
     STEP_DELIMITER,
     Scored,
+    StepJob,
     VerifierSpend,
     join_steps,
     new_prefixes,
@@ -130,36 +132,58 @@ class LLMJudge:
         self._cache_problem, self._cache = None, {}
 
     def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        """Step scores, remembered for the current problem (for callers outside a search)."""
         if problem.id != self._cache_problem:
             self._cache_problem, self._cache = problem.id, {}
-        # Each new prefix is asked once; its cost goes to the first path that needed it.
-        new = new_prefixes(steps, self._cache)
-        questions = [self._process_question(problem, prefix) for prefix in new]
-        probabilities, spends = self._ask(questions)
-        owed = [VerifierSpend() for _ in steps]
-        for (prefix, owner), probability, spend in zip(new.items(), probabilities, spends, strict=True):
-            self._cache[prefix] = probability
-            owed[owner] = owed[owner] + spend
-        return [
-            Scored([self._cache[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
-            for p, path in enumerate(steps)
+        return self.score_steps_many([StepJob(problem, task, steps, None, self._cache)])[0]
+
+    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
+        """Every search's new questions in one generate call (BatchesSteps); each new prefix is
+        asked once per search, its cost going to the first of its paths that needed it."""
+        news = [new_prefixes(job.paths, job.memo) for job in jobs]
+        questions = [
+            self._process_question(job.problem, prefix)
+            for job, new in zip(jobs, news, strict=True)
+            for prefix in new
         ]
+        answers = iter(zip(*self._ask(questions), strict=True))
+        results = []
+        for job, new in zip(jobs, news, strict=True):
+            owed = [VerifierSpend() for _ in job.paths]
+            for prefix, owner in new.items():
+                probability, spend = next(answers)
+                job.memo[prefix] = probability
+                owed[owner] = owed[owner] + spend
+            results.append(
+                [
+                    Scored([job.memo[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
+                    for p, path in enumerate(job.paths)
+                ]
+            )
+        return results
 
     def cost_bound(
-        self, problem: AnyProblem, task: Any, steps: Sequence[Sequence[str]], extra_tokens: int
+        self,
+        problem: AnyProblem,
+        task: Any,
+        steps: Sequence[Sequence[str]],
+        extra_tokens: int,
+        memo: dict[tuple[str, ...], float] | None = None,
     ) -> VerifierSpend:
-        """At least what score_steps(problem, task, paths) would spend now, each path being one of
-        `steps` whose last step is longer by up to extra_tokens tokens (CostBounded).
+        """At least what scoring these paths would spend now, each path being one of `steps` whose
+        last step is longer by up to extra_tokens tokens (CostBounded); `memo` is the search's own
+        (StepJob.memo), else what score_steps remembers for this problem.
 
         Each path's last prefix stands for a step not yet written, so it is counted for every path;
         earlier prefixes are counted once, and only when not remembered.
         """
-        remembered = self._cache if problem.id == self._cache_problem else {}
+        if memo is None:
+            memo = self._cache if problem.id == self._cache_problem else {}
         tokens = prompt_bound(
             self.runner,
             "llm-judge",
             steps,
-            remembered,
+            memo,
             extra_tokens,
             lambda prefix: self._request(self._process_question(problem, prefix)),
             generated_per_prefix=1,

@@ -28,6 +28,7 @@ from tsbench.plugins import verifiers
 from .base import (
     STEP_DELIMITER,
     Scored,
+    StepJob,
     VerifierSpend,
     as_bool,
     join_steps,
@@ -110,42 +111,62 @@ class RolloutValue:
         return VerifierSpend(tokens, forward_flops(self._parameters, tokens))
 
     def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        """Step values, remembered for the current problem (for callers outside a search)."""
         if problem.id != self._cache_problem:
             self._cache_problem, self._cache = problem.id, {}
-        # Each new prefix is rolled out once; its cost goes to the first path that needed it.
-        new = new_prefixes(steps, self._cache)
-        messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
-        requests = [self._request(messages, prefix) for prefix in new]
-        results = self.runner.generate(requests) if requests else []
-        owed = [VerifierSpend() for _ in steps]
-        for (prefix, owner), request, result in zip(new.items(), requests, results, strict=True):
-            answers = [task.extract(request.continuation + c.text) for c in result.completions]
-            correct = [task.grade(a, problem) for a in answers] if self.oracle else None
-            self._cache[prefix] = rollout_value(answers, correct)
-            owed[owner] = owed[owner] + self._spend(
-                result.prompt_tokens + sum(c.tokens for c in result.completions)
+        return self.score_steps_many([StepJob(problem, task, steps, None, self._cache)])[0]
+
+    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
+        """Every search's new rollouts in one generate call (BatchesSteps); each new prefix is
+        rolled out once per search, its cost going to the first of its paths that needed it."""
+        news = [new_prefixes(job.paths, job.memo) for job in jobs]
+        requests = []
+        for job, new in zip(jobs, news, strict=True):
+            messages = tuple((m["role"], m["content"]) for m in job.task.messages(job.problem))
+            requests += [self._request(messages, prefix) for prefix in new]
+        rolled = iter(zip(requests, self.runner.generate(requests) if requests else [], strict=True))
+        results = []
+        for job, new in zip(jobs, news, strict=True):
+            owed = [VerifierSpend() for _ in job.paths]
+            for prefix, owner in new.items():
+                request, result = next(rolled)
+                answers = [job.task.extract(request.continuation + c.text) for c in result.completions]
+                correct = [job.task.grade(a, job.problem) for a in answers] if self.oracle else None
+                job.memo[prefix] = rollout_value(answers, correct)
+                owed[owner] = owed[owner] + self._spend(
+                    result.prompt_tokens + sum(c.tokens for c in result.completions)
+                )
+            results.append(
+                [
+                    Scored([job.memo[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
+                    for p, path in enumerate(job.paths)
+                ]
             )
-        return [
-            Scored([self._cache[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
-            for p, path in enumerate(steps)
-        ]
+        return results
 
     def cost_bound(
-        self, problem: AnyProblem, task: Any, steps: Sequence[Sequence[str]], extra_tokens: int
+        self,
+        problem: AnyProblem,
+        task: Any,
+        steps: Sequence[Sequence[str]],
+        extra_tokens: int,
+        memo: dict[tuple[str, ...], float] | None = None,
     ) -> VerifierSpend:
-        """At least what score_steps(problem, task, paths) would spend now, each path being one of
-        `steps` whose last step is longer by up to extra_tokens tokens (CostBounded).
+        """At least what scoring these paths would spend now, each path being one of `steps` whose
+        last step is longer by up to extra_tokens tokens (CostBounded); `memo` is the search's own
+        (StepJob.memo), else what score_steps remembers for this problem.
 
         Each path's last prefix stands for a step not yet written, so it is counted for every path;
         earlier prefixes are counted once, and only when not remembered.
         """
-        remembered = self._cache if problem.id == self._cache_problem else {}
+        if memo is None:
+            memo = self._cache if problem.id == self._cache_problem else {}
         messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
         tokens = prompt_bound(
             self.runner,
             "rollout-value",
             steps,
-            remembered,
+            memo,
             extra_tokens,
             lambda prefix: self._request(messages, prefix),
             generated_per_prefix=self.rollouts * self.max_tokens,

@@ -10,6 +10,10 @@ policy's logprobs through the Runner contract (a request returns logprobs of wha
 not of a given continuation). So the caller passes the logprobs the policy already reported when
 it sampled the solutions: `score(..., mean_logprobs=[Sample.mean_logprob, ...])`. It costs
 nothing beyond the sampling, so its spend is zero.
+
+It is a process verifier too: a step's score is exp(the step's own mean token logprob), which the
+search hands over as it sampled the step (`score_steps(..., step_logprobs=...)`): a free process
+score, so a search guided by it spends on the policy alone.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def mean_logprob(logprobs: Sequence[float] | None) -> float | None:
 
 
 class SelfCertainty:
-    """Outcome verifier: exp(mean logprob) of each solution, from the policy's own logprobs."""
+    """Outcome and process verifier: exp(mean logprob) of each solution or step, from the policy's
+    own logprobs."""
 
     name = "self-certainty"
     oracle = False
@@ -57,8 +62,35 @@ class SelfCertainty:
         scores = [0.0 if lp is None else self_certainty(lp) for lp in mean_logprobs]
         return Scored(scores, VerifierSpend())
 
+    def score_steps(
+        self,
+        problem: Problem,
+        task: Task,
+        steps: Sequence[Sequence[str]],
+        *,
+        step_logprobs: Sequence[Sequence[float | None]] | None = None,
+    ) -> list[Scored]:
+        """For each path, exp(mean logprob) of each of its steps."""
+        if step_logprobs is None or [len(p) for p in step_logprobs] != [len(p) for p in steps]:
+            raise ValueError(
+                "self-certainty scores a step by its own mean logprob (step_logprobs=...), one per "
+                "step; step-wise searches hand them over, other callers cannot score steps with it"
+            )
+        return [
+            Scored([0.0 if lp is None else self_certainty(lp) for lp in path], VerifierSpend())
+            for path in step_logprobs
+        ]
 
-@verifiers.register("self-certainty", "exp(mean token logprob) of each sample; no extra model, no spend")
+    def cost_bound(
+        self, problem: Problem, task: Task, steps: Sequence[Sequence[str]], extra_tokens: int
+    ) -> VerifierSpend:
+        """Zero: it reads logprobs the policy already reported (CostBounded)."""
+        return VerifierSpend()
+
+
+@verifiers.register(
+    "self-certainty", "exp(mean token logprob) of each sample or step; no extra model, no spend"
+)
 def create(runner: Runner | None = None, **options: Any) -> SelfCertainty:
     refuse_unknown("self-certainty", options, "no options")
     return SelfCertainty()
