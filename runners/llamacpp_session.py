@@ -1,10 +1,12 @@
 """Continuous batching on llama.cpp: requests join and leave one KV cache while it decodes.
 
-A session keeps `parallel` slots (KV sequences). A request is admitted, in the order added, once
-it has n free slots and room for its KV cells (prompt + n x max_tokens, reserved until its last
-sample ends); its prompt starts from the longest prefix that a slot already holds (those cells
-are copied, not evaluated again), and its samples share it. Every live sequence advances by one
-token per decode call; a finished sequence frees its slot at once, and the next request takes it.
+A session has `parallel` slots (KV sequences) and decodes in at most three quarters of them at
+once (a request of more samples runs alone), so that finished sequences can keep their cells. A
+request is admitted, in the order added, once n more sequences may decode and it has room for its
+KV cells (prompt + n x max_tokens, reserved until its last sample ends); its prompt starts from
+the longest prefix that a slot already holds (those cells are copied, not evaluated again), and
+its samples share it. Every live sequence advances by one token per decode call; a finished
+sequence frees its slot at once, and the next request takes it.
 
 A finished sequence's cells stay in its slot until the slot or its cells are needed (the least
 recently finished go first): a search's next step continues a path that was just generated, so
@@ -72,7 +74,8 @@ class Session:
         runner._lib.llama_memory_clear(self.memory, True)
         self.entries: dict[int, _Entry] = {}
         self.queue: deque[int] = deque()
-        self.free = list(range(runner.parallel))
+        self.free = list(range(runner.kv_sequences))
+        self.decoding = 0  # live sequences
         self.kept: dict[int, list[int]] = {}  # free slot -> the tokens its cells still hold, oldest first
         self.reserved = 0
         self.pending: list[tuple[_Sequence, np.ndarray]] = []
@@ -129,7 +132,7 @@ class Session:
 
     def _admit(self) -> None:
         runner = self.runner
-        while self.queue and self.entries[self.queue[0]].request.n <= len(self.free):
+        while self.queue and self._may_decode(self.entries[self.queue[0]].request.n):
             key = self.queue[0]
             entry = self.entries[key]
             need = len(entry.prompt) + entry.request.n * entry.request.max_tokens
@@ -139,6 +142,7 @@ class Session:
             started = entry.admitted_at = time.perf_counter()
             shared, source = self._shared_prefix(entry.prompt)
             slots = self._take(entry.request.n, source if source in self.kept else -1)
+            self.decoding += entry.request.n
             self._evict_until(runner.n_ctx - self.reserved - need, keep=source)
             in_place = bool(shared) and source == slots[0]
             for slot in slots:
@@ -158,6 +162,9 @@ class Session:
             self.reserved += need
             entry.ttft_s = time.perf_counter() - started
             entry.engine_s += entry.ttft_s
+
+    def _may_decode(self, n: int) -> bool:
+        return self.decoding == 0 or self.decoding + n <= self.runner.decoding_cap
 
     def _take(self, n: int, first: int) -> list[int]:
         """n free slots: `first` (a kept slot holding the prompt's prefix) when given, then slots
@@ -215,6 +222,7 @@ class Session:
             decoded = seq.tokens if seq.finish == "eos" else seq.tokens[:-1]
             self.kept[seq.slot] = entry.prompt + decoded
             self.free.append(seq.slot)
+            self.decoding -= 1
             entry.live.remove(seq)
             if not entry.live:
                 self.reserved -= len(entry.prompt) + entry.request.n * entry.request.max_tokens

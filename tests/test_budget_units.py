@@ -7,9 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from tsbench.errors import UserError
+from tsbench.generation import search_budgets
 from tsbench.ledger import Spend
 from tsbench.report import table
-from tsbench.run import pool_size, search_budgets
+from tsbench.run import pool_size
 from tsbench.scoring import affordable, pool_levels
 from tsbench.spec import DEFAULT_POOL_SIZE, build_spec
 from tsbench.strategies.beam_search import BeamSearch

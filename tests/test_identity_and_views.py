@@ -24,17 +24,15 @@ from tsbench.contracts import (
     RunnerInfo,
 )
 from tsbench.errors import UserError
+from tsbench.generation import _verifier_scores, search_jobs, search_record
 from tsbench.ledger import Spend
 from tsbench.provenance import file_sha256
 from tsbench.records import RunFolder
 from tsbench.run import (
     Prepared,
     WithParameterCount,
-    _verifier_scores,
     check_budgets,
     prepare,
-    search_jobs,
-    search_record,
 )
 from tsbench.scheduler import Scheduler
 from tsbench.scoring import Arm, expected_accuracy, score_run

@@ -46,7 +46,7 @@ def test_n_samples_with_per_sample_seeds_are_reproducible(runner: Runner) -> Non
 
 def test_greedy_is_deterministic_and_batches_keep_request_order(runner: Runner) -> None:
     # Only the same batch is promised to repeat exactly: engines' batched kernels round
-    # differently by batch size, so a run fixes its batches (see tsbench.run.groups).
+    # differently by batch size, so a run fixes its batches (see tsbench.generation.groups).
     a, b = request(ARITH, max_tokens=16), request(STORY, max_tokens=16)
     together, again = runner.generate([a, b]), runner.generate([a, b])
     assert [r.completions[0].text for r in together] == [r.completions[0].text for r in again]

@@ -15,6 +15,7 @@ import pytest
 from test_search_doubles import PROBLEM, TASK, ScriptedRunner, ScriptedVerifier, named_steps, solve
 
 from tsbench.contracts import Completion, GenerationRequest, PublicTask
+from tsbench.progress import Progress
 from tsbench.scheduler import Job, Scheduler, chunks, estimates
 from tsbench.strategies.base import Attempt, SearchBudget
 from tsbench.strategies.beam_search import BeamSearch
@@ -200,3 +201,18 @@ def test_with_continuous_batching_each_search_finds_what_it_finds_alone(search: 
     Scheduler(runner, batch_sequences=1000).run(together)
     assert [outcome(job.result) for job in together] == [outcome(a) for a in alone]
     assert all(job.generated_tokens > 0 for job in together)
+
+
+def test_the_progress_bar_moves_per_job_and_shows_live_tokens_per_second(capsys: Any) -> None:
+    progress = Progress(total=4, done=1, label="run x")
+    runner = ScriptedRunner(named_steps(3))
+    found = jobs(BeamSearch(beam_width=2, max_steps=4), runner, ScriptedVerifier(), range(3))
+    for job in found:
+        job.units = 1.0
+    Scheduler(runner, 1000, on_tokens=progress.tokens, on_done=lambda job: progress.advance(job.units)).run(
+        found
+    )
+    assert progress.bar.n == 4
+    assert "tok/s" in progress.bar.postfix
+    progress.close()
+    assert "4/4" in capsys.readouterr().err

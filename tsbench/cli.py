@@ -12,6 +12,7 @@ import yaml
 
 from tsbench import plugins, provenance
 from tsbench.errors import UserError
+from tsbench.generation import batch_sequences, generate_all
 from tsbench.identity import run_id, sample_identity
 from tsbench.progress import Progress
 from tsbench.records import ARMS, METRICS, PERFORMANCE, PROBLEMS, PROVENANCE, SESSIONS, RunFolder
@@ -20,10 +21,8 @@ from tsbench.report import table
 from tsbench.rescoring import arms_record, rescore, scored_with_current_code
 from tsbench.run import (
     Prepared,
-    batch_sequences,
     build_verifiers,
     check_budgets,
-    generate_all,
     open_runner,
     prepare,
 )

@@ -52,6 +52,15 @@ def prompts_digest(task: Task, problems: list[Problem]) -> str:
     return digest([task.messages(p.public()) for p in problems])
 
 
+GENERATION_MODULES = (
+    "tsbench.generation",
+    "tsbench.scheduler",
+    "tsbench.strategies.base",
+    "tsbench.strategies.stepping",
+    "tsbench.verifiers.base",
+)
+
+
 def sample_identity(
     spec_identity: dict[str, Any],
     task: Task,
@@ -67,9 +76,11 @@ def sample_identity(
             strategies, verifiers and their options, budgets, sampling settings, seed.
         task, problems: the task and the problems it loaded.
         info: the loaded runner's description (engine, version, dtype, model sha256, parameters).
-        runner: the runner object, whose module's code decodes.
+        runner: the runner object, whose module's code decodes (with the modules it names in
+            `code_modules`, e.g. llama.cpp's session).
         generating: the search strategies and verifiers of the run (they call the model); the
-            run loop's own module (how pools are requested and seeded) is always included.
+            generation loop, the scheduler and what searches share (GENERATION_MODULES: how
+            pools are requested and seeded, how needs are batched) are always included.
     """
     identity = {
         "spec": spec_identity,
@@ -81,8 +92,10 @@ def sample_identity(
         "engine": info.engine,
         "engine_version": info.engine_version,
         "dtype": info.dtype,
-        "runner_code_sha256": source_digest([runner, "tsbench.runners.sampling", "tsbench.runners.chat"]),
-        "generation_code_sha256": source_digest([*generating, "tsbench.run"]),
+        "runner_code_sha256": source_digest(
+            [runner, *getattr(runner, "code_modules", ()), "tsbench.runners.sampling", "tsbench.runners.chat"]
+        ),
+        "generation_code_sha256": source_digest([*generating, *GENERATION_MODULES]),
     }
     # As it reads back from identity.json: tuples become lists, so a reopened run compares equal.
     loaded: dict[str, Any] = json.loads(json.dumps(identity, sort_keys=True, default=str))

@@ -18,13 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tsbench.generation import batch_sequences, generate_all
 from tsbench.records import TIMINGS, RunFolder, read_jsonl
 from tsbench.run import (
     Prepared,
-    batch_sequences,
     build_verifiers,
     check_budgets,
-    generate_all,
     open_runner,
     prepare,
 )
