@@ -69,10 +69,8 @@ class LlamaCppRunner:
         self.load = OtherLoad()
         self.parallel = parallel
         self.kv_sequences = parallel
-        # A quarter of the KV sequences is kept from decoding, so that finished steps' cells stay
-        # for the searches' next steps (llamacpp_session.py). Measured here (PF with self-
-        # certainty, 20 arith problems): 24 of 32 decoding, 158 tok/s against 141 with all 32;
-        # a pool of samples alone, 190 against 198 (within this machine's noise).
+        # New requests start only while fewer than this decode, so that finished steps' cells
+        # stay a while for the searches' next steps (llamacpp_session.py; docs/BENCHMARKS.md).
         self.decoding_cap = max(1, parallel - parallel // 4)
         # Sequences per generate call (tsbench.scheduler): slots refill as sequences finish, so a
         # call of several slots' worth keeps every slot busy until its last few sequences.

@@ -1,9 +1,8 @@
 """Continuous batching on llama.cpp: requests join and leave one KV cache while it decodes.
 
-A session has `parallel` slots (KV sequences) and decodes in at most three quarters of them at
-once (a request of more samples runs alone), so that finished sequences can keep their cells. A
-request is admitted, in the order added, once n more sequences may decode and it has room for its
-KV cells (prompt + n x max_tokens, reserved until its last sample ends); its prompt starts from
+A session has `parallel` slots (KV sequences). It starts new requests while fewer than three
+quarters of them decode, so that finished sequences can keep their cells for a while. A request is
+admitted, in the order added, once its n samples may decode and it has room for its KV cells (prompt + n x max_tokens, reserved until its last sample ends); its prompt starts from
 the longest prefix that a slot already holds (those cells are copied, not evaluated again), and
 its samples share it. Every live sequence advances by one token per decode call; a finished
 sequence frees its slot at once, and the next request takes it.
@@ -164,7 +163,12 @@ class Session:
             entry.engine_s += entry.ttft_s
 
     def _may_decode(self, n: int) -> bool:
-        return self.decoding == 0 or self.decoding + n <= self.runner.decoding_cap
+        """New requests start while fewer than the cap decode; one may then fill every slot (so a
+        pool of many samples need not wait for the last of another's)."""
+        runner = self.runner
+        return self.decoding == 0 or (
+            self.decoding < runner.decoding_cap and self.decoding + n <= runner.parallel
+        )
 
     def _take(self, n: int, first: int) -> list[int]:
         """n free slots: `first` (a kept slot holding the prompt's prefix) when given, then slots
