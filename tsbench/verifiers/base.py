@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -85,6 +85,62 @@ class BatchesSteps(Protocol):
     def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
         """For each job, what score_steps(job.problem, job.task, job.paths) would give."""
         ...
+
+
+class RemembersSteps:
+    """What memoising process verifiers (llm-judge, rollout-value) share.
+
+    Each new prefix (steps 1..i) is scored once, its cost charged to the first path that needed
+    it, and remembered: in a search's own memo (StepJob.memo), or, for callers outside a search
+    (score_steps: ProcessBench), for the current problem here. A subclass scores new prefixes in
+    `score_prefixes`, every job's in one call, and calls `reset()` when it is built.
+    """
+
+    _cache_problem: str | None
+    _cache: dict[tuple[str, ...], float]
+
+    def reset(self) -> None:
+        """Forget remembered step scores (a new search pays for its own)."""
+        self._cache_problem, self._cache = None, {}
+
+    def remembered(
+        self, problem: Any, memo: dict[tuple[str, ...], float] | None
+    ) -> dict[tuple[str, ...], float]:
+        """The memo a cost bound counts against: the search's own, else this problem's here."""
+        if memo is not None:
+            return memo
+        return self._cache if problem.id == self._cache_problem else {}
+
+    def score_steps(self, problem: Any, task: Any, steps: Sequence[Sequence[str]]) -> list[Scored]:
+        """Step scores, remembered for the current problem (for callers outside a search)."""
+        if problem.id != self._cache_problem:
+            self._cache_problem, self._cache = problem.id, {}
+        return self.score_steps_many([StepJob(problem, task, steps, None, self._cache)])[0]
+
+    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
+        """For each job, its paths' step scores (BatchesSteps)."""
+        news = [new_prefixes(job.paths, job.memo) for job in jobs]
+        found = iter(self.score_prefixes(jobs, news))
+        results = []
+        for job, new in zip(jobs, news, strict=True):
+            owed = [VerifierSpend() for _ in job.paths]
+            for prefix, owner in new.items():
+                score, spend = next(found)
+                job.memo[prefix] = score
+                owed[owner] = owed[owner] + spend
+            results.append(
+                [
+                    Scored([job.memo[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
+                    for p, path in enumerate(job.paths)
+                ]
+            )
+        return results
+
+    def score_prefixes(
+        self, jobs: Sequence[StepJob], news: Sequence[dict[tuple[str, ...], int]]
+    ) -> Iterable[tuple[float, VerifierSpend]]:
+        """(score, spend) of each new prefix, job by job in order."""
+        raise NotImplementedError
 
 
 class CostBounded(Protocol):

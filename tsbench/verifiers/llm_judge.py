@@ -18,7 +18,7 @@ runner's count of each unanswered question's prompt tokens, where the last step 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tsbench.contracts import AnyProblem, GenerationRequest, Problem, Runner, Task
@@ -27,11 +27,11 @@ from tsbench.plugins import verifiers
 
 from .base import (
     STEP_DELIMITER,
+    RemembersSteps,
     Scored,
     StepJob,
     VerifierSpend,
     join_steps,
-    new_prefixes,
     prompt_bound,
     refuse_unknown,
 )
@@ -58,7 +58,7 @@ def p_yes(top: dict[str, float]) -> float:
     return yes / (yes + no) if yes + no > 0 else 0.5
 
 
-class LLMJudge:
+class LLMJudge(RemembersSteps):
     """Outcome and process verifier: P(Yes) of a runner asked whether a solution (step) is right.
 
     Args:
@@ -86,8 +86,7 @@ class LLMJudge:
         self.process_prompt = process_prompt
         self.delimiter = delimiter
         self._parameters: int | None = None
-        self._cache_problem: str | None = None
-        self._cache: dict[tuple[str, ...], float] = {}
+        self.reset()
 
     def _ask(self, questions: Sequence[str]) -> tuple[list[float], list[VerifierSpend]]:
         """P(yes) and spend per question, all in one batched generate call."""
@@ -127,40 +126,16 @@ class LLMJudge:
         probabilities, spends = self._ask(questions)
         return Scored(probabilities, sum(spends, VerifierSpend()))
 
-    def reset(self) -> None:
-        """Forget remembered step scores (a new search pays for its own)."""
-        self._cache_problem, self._cache = None, {}
-
-    def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
-        """Step scores, remembered for the current problem (for callers outside a search)."""
-        if problem.id != self._cache_problem:
-            self._cache_problem, self._cache = problem.id, {}
-        return self.score_steps_many([StepJob(problem, task, steps, None, self._cache)])[0]
-
-    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
-        """Every search's new questions in one generate call (BatchesSteps); each new prefix is
-        asked once per search, its cost going to the first of its paths that needed it."""
-        news = [new_prefixes(job.paths, job.memo) for job in jobs]
+    def score_prefixes(
+        self, jobs: Sequence[StepJob], news: Sequence[dict[tuple[str, ...], int]]
+    ) -> Iterable[tuple[float, VerifierSpend]]:
+        """Every search's new questions in one generate call (RemembersSteps)."""
         questions = [
             self._process_question(job.problem, prefix)
             for job, new in zip(jobs, news, strict=True)
             for prefix in new
         ]
-        answers = iter(zip(*self._ask(questions), strict=True))
-        results = []
-        for job, new in zip(jobs, news, strict=True):
-            owed = [VerifierSpend() for _ in job.paths]
-            for prefix, owner in new.items():
-                probability, spend = next(answers)
-                job.memo[prefix] = probability
-                owed[owner] = owed[owner] + spend
-            results.append(
-                [
-                    Scored([job.memo[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
-                    for p, path in enumerate(job.paths)
-                ]
-            )
-        return results
+        return zip(*self._ask(questions), strict=True)
 
     def cost_bound(
         self,
@@ -177,13 +152,11 @@ class LLMJudge:
         Each path's last prefix stands for a step not yet written, so it is counted for every path;
         earlier prefixes are counted once, and only when not remembered.
         """
-        if memo is None:
-            memo = self._cache if problem.id == self._cache_problem else {}
         tokens = prompt_bound(
             self.runner,
             "llm-judge",
             steps,
-            memo,
+            self.remembered(problem, memo),
             extra_tokens,
             lambda prefix: self._request(self._process_question(problem, prefix)),
             generated_per_prefix=1,

@@ -18,21 +18,20 @@ at most: per prefix not yet rolled out, the runner's count of the continuation r
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from tsbench.contracts import AnyProblem, GenerationRequest, Problem, Runner, Task
+from tsbench.contracts import AnyProblem, GenerationRequest, Runner
 from tsbench.ledger import forward_flops
 from tsbench.plugins import verifiers
 
 from .base import (
     STEP_DELIMITER,
-    Scored,
+    RemembersSteps,
     StepJob,
     VerifierSpend,
     as_bool,
     join_steps,
-    new_prefixes,
     prompt_bound,
     refuse_unknown,
 )
@@ -53,7 +52,7 @@ def rollout_value(answers: Sequence[str | None], correct: Sequence[bool] | None 
     return max(votes.values()) / len(answers) if votes else 0.0
 
 
-class RolloutValue:
+class RolloutValue(RemembersSteps):
     """Process verifier: each step's value from k sampled completions of the solution so far.
 
     Args:
@@ -88,12 +87,7 @@ class RolloutValue:
         self.delimiter = delimiter
         self.seeds = tuple(range(seed, seed + rollouts))
         self._parameters: int | None = None
-        self._cache_problem: str | None = None
-        self._cache: dict[tuple[str, ...], float] = {}
-
-    def reset(self) -> None:
-        """Forget remembered step scores (a new search pays for its own)."""
-        self._cache_problem, self._cache = None, {}
+        self.reset()
 
     def _request(self, messages: tuple[tuple[str, str], ...], prefix: Sequence[str]) -> GenerationRequest:
         return GenerationRequest(
@@ -110,39 +104,23 @@ class RolloutValue:
             self._parameters = self.runner.info().parameters
         return VerifierSpend(tokens, forward_flops(self._parameters, tokens))
 
-    def score_steps(self, problem: Problem, task: Task, steps: Sequence[Sequence[str]]) -> list[Scored]:
-        """Step values, remembered for the current problem (for callers outside a search)."""
-        if problem.id != self._cache_problem:
-            self._cache_problem, self._cache = problem.id, {}
-        return self.score_steps_many([StepJob(problem, task, steps, None, self._cache)])[0]
-
-    def score_steps_many(self, jobs: Sequence[StepJob]) -> list[list[Scored]]:
-        """Every search's new rollouts in one generate call (BatchesSteps); each new prefix is
-        rolled out once per search, its cost going to the first of its paths that needed it."""
-        news = [new_prefixes(job.paths, job.memo) for job in jobs]
+    def score_prefixes(
+        self, jobs: Sequence[StepJob], news: Sequence[dict[tuple[str, ...], int]]
+    ) -> Iterable[tuple[float, VerifierSpend]]:
+        """Every search's new rollouts in one generate call (RemembersSteps): each prefix's value
+        is the rollouts' agreement, its spend their prompt and generated tokens."""
         requests = []
         for job, new in zip(jobs, news, strict=True):
             messages = tuple((m["role"], m["content"]) for m in job.task.messages(job.problem))
             requests += [self._request(messages, prefix) for prefix in new]
         rolled = iter(zip(requests, self.runner.generate(requests) if requests else [], strict=True))
-        results = []
         for job, new in zip(jobs, news, strict=True):
-            owed = [VerifierSpend() for _ in job.paths]
-            for prefix, owner in new.items():
+            for _ in new:
                 request, result = next(rolled)
                 answers = [job.task.extract(request.continuation + c.text) for c in result.completions]
                 correct = [job.task.grade(a, job.problem) for a in answers] if self.oracle else None
-                job.memo[prefix] = rollout_value(answers, correct)
-                owed[owner] = owed[owner] + self._spend(
-                    result.prompt_tokens + sum(c.tokens for c in result.completions)
-                )
-            results.append(
-                [
-                    Scored([job.memo[tuple(path[: i + 1])] for i in range(len(path))], owed[p])
-                    for p, path in enumerate(job.paths)
-                ]
-            )
-        return results
+                spend = self._spend(result.prompt_tokens + sum(c.tokens for c in result.completions))
+                yield rollout_value(answers, correct), spend
 
     def cost_bound(
         self,
@@ -159,14 +137,12 @@ class RolloutValue:
         Each path's last prefix stands for a step not yet written, so it is counted for every path;
         earlier prefixes are counted once, and only when not remembered.
         """
-        if memo is None:
-            memo = self._cache if problem.id == self._cache_problem else {}
         messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
         tokens = prompt_bound(
             self.runner,
             "rollout-value",
             steps,
-            memo,
+            self.remembered(problem, memo),
             extra_tokens,
             lambda prefix: self._request(messages, prefix),
             generated_per_prefix=self.rollouts * self.max_tokens,
