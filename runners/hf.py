@@ -12,146 +12,32 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.errors import UserError
-from tsbench.provenance import file_sha256
 
 from .chat import render
 from .cpu_load import default_threads
-from .embedded import EMBEDDED_ID, embedded_gguf
-from .sampling import Draw, completion_of, draw, find_stop
-
-# Shapes of public Llama 3 checkpoints, for throughput checks with random weights (nothing is
-# downloaded). RoPE scaling is left out: it changes no kernel shape and so no timing.
-_LLAMA3: dict[str, Any] = {
-    "vocab_size": 128256,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 500000.0,
-    "max_position_embeddings": 131072,
-    "bos_token_id": 128000,
-    "eos_token_id": [128001, 128008, 128009],
-    "hidden_act": "silu",
-}
-DUMMY_CONFIGS: dict[str, dict[str, Any]] = {
-    # meta-llama/Llama-3.2-1B-Instruct
-    "llama-1b": {
-        **_LLAMA3,
-        "hidden_size": 2048,
-        "intermediate_size": 8192,
-        "num_hidden_layers": 16,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 64,
-        "tie_word_embeddings": True,
-    },
-    # meta-llama/Llama-3.1-8B-Instruct
-    "llama-8b": {
-        **_LLAMA3,
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "tie_word_embeddings": False,
-    },
-}
-
-# End-of-turn tokens of common chat formats. A model's generation config often names only one of
-# them, yet a chat model ends its turn with another; llama.cpp stops on all of them likewise.
-END_MARKERS = (
-    "<|endoftext|>",
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|eom_id|>",
-    "<end_of_turn>",
-    "<|end|>",
+from .hf_loading import (
+    SAMPLERS,
+    Loaded,
+    adds_bos,
+    check_vocab,
+    eos_ids,
+    load_model,
+    load_tokenizer,
+    pad_id,
+    pick_device,
+    pick_dtype,
+    random_model,
 )
-
-DTYPES = {
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-    "fp16": "float16",
-    "float16": "float16",
-    "fp32": "float32",
-    "float32": "float32",
-}
-
-SAMPLERS = ("numpy", "device")
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-
-
-def cache_root() -> Path:
-    """tsbench's cache folder (TSBENCH_CACHE, else ~/.cache/tsbench), shared with the hash cache."""
-    return Path(os.environ.get("TSBENCH_CACHE", Path.home() / ".cache" / "tsbench"))
-
-
-def gguf_cache_folder(sha256: str) -> Path:
-    return cache_root() / "hf-gguf" / sha256[:24]
-
-
-def cached_gguf(sha256: str) -> Path | None:
-    """The folder holding a GGUF's dequantized copy and tokenizer, if it was written completely."""
-    folder = gguf_cache_folder(sha256)
-    done = (folder / "model.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
-    return folder if done else None
-
-
-def save_gguf_cache(path: Path, sha256: str, loaded: Any) -> None:
-    """Write a dequantized GGUF model and its tokenizer as a plain model folder, atomically."""
-    import json
-    import shutil
-    import tempfile
-
-    from safetensors.torch import save_model
-    from transformers import AutoTokenizer
-
-    folder = gguf_cache_folder(sha256)
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
-    except OSError:
-        return  # a read-only cache only costs the slow load next time
-    try:
-        config = loaded.config.to_dict()
-        config.pop("quantization_config", None)  # plain fp32 now, not a GGUF to dequantize again
-        (staging / "config.json").write_text(json.dumps(config, indent=1))
-        loaded.generation_config.save_pretrained(staging)
-        save_model(loaded, str(staging / "model.safetensors"))
-        AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(staging)
-        os.replace(staging, folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def tokenizer_from(path: Path) -> Any:
-    """A tokenizer from a folder or a GGUF (its cached conversion when there is one)."""
-    from transformers import AutoTokenizer
-
-    if path.is_dir():
-        return AutoTokenizer.from_pretrained(path)
-    if path.suffix != ".gguf":
-        raise UserError(f"tokenizer {path} is neither a folder nor a .gguf file; pass one of those")
-    cached = cached_gguf(file_sha256(str(path)))
-    if cached is not None:
-        return AutoTokenizer.from_pretrained(cached)
-    try:
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    except (OSError, ValueError, KeyError) as exc:
-        raise UserError(
-            f"tokenizer of {path} could not be read ({exc}); pass a valid GGUF or tokenizer folder"
-        ) from None
+from .sampling import Draw, completion_of, device_draws, draw, find_stop
 
 
 @dataclass
@@ -174,6 +60,8 @@ class _Sequence:
 
 class HFRunner:
     """Generates with a transformers causal LM on the CPU or one CUDA device."""
+
+    code_modules = ("tsbench.runners.hf_loading",)  # EOS, padding and BOS ids (tsbench.identity)
 
     def __init__(
         self,
@@ -213,8 +101,8 @@ class HFRunner:
 
         self._torch = torch
         self.engine_version = f"transformers {transformers.__version__}, torch {torch.__version__}"
-        self.device = self._pick_device(device)
-        self.dtype = self._pick_dtype(dtype)
+        self.device = pick_device(torch, device)
+        self.dtype = pick_dtype(torch, self.device, dtype)
         self.threads = threads or default_threads()
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
@@ -225,181 +113,23 @@ class HFRunner:
         self.sampler = sampler or ("device" if self.device.type == "cuda" else "numpy")
         if self.sampler not in SAMPLERS:
             raise UserError(f"sampler '{sampler}' is unknown; pass one of {', '.join(SAMPLERS)}")
-        self.path: Path | None = None
-        self._sha256: str | None = None
         if dummy_weights:
-            self.model, self.model_id = self._random_model(model)
+            built, self.model_id = random_model(torch, model, self.device, self.dtype)
+            loaded = Loaded(built, None, self.model_id, None)
         else:
-            self.model, self.model_id = self._load_model(model)
-        self.tokenizer = self._load_tokenizer(tokenizer, model, dummy_weights)
+            loaded = load_model(torch, model, self.device, self.dtype)
+        self.model, self._sha256, self.model_id, self.path = loaded
+        self.tokenizer = load_tokenizer(tokenizer, model, self.path, dummy_weights)
         self.template = chat_template
-        self._check_vocab()
+        check_vocab(self.model, self.tokenizer)
         self.model.eval()
         self._keep_arg = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
-        self.eos = self._eos_ids()
-        self.pad_id = self._pad_id()
-        self._add_bos = self._adds_bos()
+        self.eos = eos_ids(self.model, self.tokenizer)
+        self.pad_id = pad_id(self.tokenizer, self.eos)
+        self._add_bos = adds_bos(self.tokenizer)
         self._piece_cache: dict[int, str] = {}
         self.last_stats: dict[str, float] = {}
-
-    # -- loading -------------------------------------------------------------------------------
-
-    def _pick_device(self, device: str | None) -> Any:
-        torch = self._torch
-        name = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(
-                f"device '{name}' asked for but torch {torch.__version__} sees no CUDA device; "
-                "pass device='cpu'"
-            )
-        try:
-            return torch.device(name)
-        except RuntimeError:
-            raise UserError(
-                f"device '{name}' is not a torch device; pass 'cpu', 'cuda' or 'cuda:N'"
-            ) from None
-
-    def _pick_dtype(self, dtype: str | None) -> Any:
-        name = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
-        if name not in DTYPES:
-            raise UserError(f"dtype '{name}' is unknown; pass one of {', '.join(sorted(DTYPES))}")
-        return getattr(self._torch, DTYPES[name])
-
-    def _load_model(self, model: str | None) -> tuple[Any, str]:
-        from transformers import AutoModelForCausalLM
-
-        if model is None:
-            self.path = embedded_gguf()
-            return self._load_gguf(self.path), EMBEDDED_ID
-        path = Path(model).expanduser()
-        if not path.exists():
-            raise UserError(
-                f"model {model} does not exist; pass a local model folder or .gguf file "
-                "(nothing is downloaded)"
-            )
-        if path.is_file() and path.suffix == ".gguf":
-            self.path = path
-            return self._load_gguf(path), path.name
-        if not (path.is_dir() and (path / "config.json").is_file()):
-            raise UserError(
-                f"model {model} is neither a .gguf file nor a folder with config.json; pass one of those"
-            )
-        try:
-            loaded = AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(
-                f"model folder {path} could not be loaded by transformers ({exc}); pass a valid folder"
-            ) from None
-        return loaded.to(self.device), path.name
-
-    def _load_gguf(self, path: Path) -> Any:
-        """A GGUF, dequantized by transformers; the result is cached as safetensors.
-
-        Dequantizing the 135M embedded model takes about 15 s on two cores and reloading the cached
-        copy well under 1 s, so the fp32 copy (4 bytes a parameter) is kept under cache_root(),
-        keyed by the file's sha256.
-        """
-        from transformers import AutoModelForCausalLM
-
-        self._sha256 = file_sha256(str(path))
-        cached = cached_gguf(self._sha256)
-        if cached is not None:
-            loaded: Any = AutoModelForCausalLM.from_pretrained(cached, dtype=self.dtype)
-            return loaded.to(self.device)
-        try:
-            loaded = AutoModelForCausalLM.from_pretrained(
-                path.parent, gguf_file=path.name, dtype=self._torch.float32
-            )
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            raise UserError(
-                f"model file {path} could not be loaded by transformers' GGUF reader ({exc}); "
-                "pass a valid GGUF"
-            ) from None
-        save_gguf_cache(path, self._sha256, loaded)
-        return loaded.to(device=self.device, dtype=self.dtype)
-
-    def _random_model(self, model: str | None) -> tuple[Any, str]:
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        if model in DUMMY_CONFIGS:
-            config = AutoConfig.for_model("llama", **DUMMY_CONFIGS[model])
-            name = model
-        else:
-            folder = Path(model or "").expanduser()
-            if not (model and (folder / "config.json").is_file()):
-                raise UserError(
-                    f"dummy_weights needs a folder with config.json or one of "
-                    f"{', '.join(DUMMY_CONFIGS)}; got {model!r}"
-                )
-            config = AutoConfig.from_pretrained(folder)
-            name = folder.name
-        # Built in place on the target device: an 8B model initialised on the CPU in fp32 would take
-        # 32 GB and minutes.
-        with self._torch.device(self.device):
-            built = AutoModelForCausalLM.from_config(config, dtype=self.dtype)
-        return built, f"{name} (random weights)"
-
-    def _load_tokenizer(self, tokenizer: str | None, model: str | None, dummy_weights: bool) -> Any:
-        from transformers import AutoTokenizer
-
-        if tokenizer is not None:
-            path = Path(tokenizer).expanduser()
-            if not path.exists():
-                raise UserError(
-                    f"tokenizer {tokenizer} does not exist; pass a tokenizer folder or a .gguf file"
-                )
-            return tokenizer_from(path)
-        if self.path is not None:
-            return tokenizer_from(self.path)
-        folder = Path(model).expanduser() if model is not None else None
-        if folder is not None and any((folder / f).is_file() for f in TOKENIZER_FILES):
-            try:
-                return AutoTokenizer.from_pretrained(folder)
-            except (OSError, ValueError, KeyError) as exc:
-                raise UserError(
-                    f"tokenizer in {folder} could not be loaded ({exc}); pass tokenizer=PATH"
-                ) from None
-        if not dummy_weights:
-            raise UserError(f"model folder {folder} holds no tokenizer; pass tokenizer=PATH")
-        # Random weights with no tokenizer of their own borrow the embedded model's.
-        return tokenizer_from(embedded_gguf())
-
-    def _check_vocab(self) -> None:
-        vocab = int(self.model.config.vocab_size)
-        if vocab > len(self.tokenizer):
-            raise UserError(
-                f"the model has {vocab} token ids but its tokenizer only {len(self.tokenizer)}; "
-                "pass tokenizer=PATH with a tokenizer that covers the model's vocabulary"
-            )
-
-    def _eos_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for source in (getattr(self.model, "generation_config", None), self.model.config, self.tokenizer):
-            value = getattr(source, "eos_token_id", None)
-            ids.update([value] if isinstance(value, int) else list(value or []))
-        vocab = self.tokenizer.get_vocab()
-        specials = set(self.tokenizer.all_special_tokens) | set(self.tokenizer.get_added_vocab())
-        ids.update(vocab[m] for m in END_MARKERS if m in vocab and m in specials)
-        return {i for i in ids if 0 <= i < int(self.model.config.vocab_size)}
-
-    def _pad_id(self) -> int:
-        for candidate in (
-            self.tokenizer.pad_token_id,
-            self.tokenizer.eos_token_id,
-            min(self.eos, default=None),
-        ):
-            if isinstance(candidate, int):
-                return candidate
-        return 0
-
-    def _adds_bos(self) -> bool:
-        """Whether the tokenizer's plain encoding starts with a BOS that rendered text lacks."""
-        bos = self.tokenizer.bos_token_id
-        if bos is None:
-            return False
-        plain = self.tokenizer("a", add_special_tokens=True).input_ids
-        return bool(plain) and plain[0] == bos
 
     # -- the Runner protocol ---------------------------------------------------------------------
 
@@ -666,66 +396,3 @@ class HFRunner:
     def _finish(seq: _Sequence, reason: str, stop: str | None = None) -> None:
         seq.finish, seq.stop_string = reason, stop
         seq.finished_at = time.perf_counter()
-
-
-def device_draws(
-    logits: Any, temperatures: list[float], top_ps: list[float], uniforms: list[float], k: int
-) -> list[Draw]:
-    """runners.sampling.draw's rule for a batch of rows, computed in torch where the logits are.
-
-    Greedy rows take the first argmax. Other rows invert the CDF of their tempered distribution at
-    their uniform, as numpy's Generator.choice does: over the whole vocabulary in token order when
-    top_p >= 1, else over the smallest prefix of the tokens sorted by probability whose mass reaches
-    top_p. Logprobs are under the untempered distribution. Results match draw()'s up to float
-    rounding, which moves a token only when a uniform falls within ~1e-12 of a CDF step, and up to
-    the order of exactly tied probabilities.
-
-    Args:
-        logits: (rows, vocab) tensor on any device.
-        temperatures: per row; 0 means greedy.
-        top_ps: per row.
-        uniforms: per row, in [0, 1); ignored for greedy rows.
-        k: top alternatives to report per row.
-
-    Returns:
-        One Draw per row, its `top` holding k alternatives, best first.
-    """
-    import torch
-
-    x = logits.double()
-    vocab = x.shape[-1]
-    logp = torch.log_softmax(x, dim=-1)
-    tokens = torch.argmax(x, dim=-1)
-    temp = torch.tensor(temperatures, dtype=torch.float64, device=x.device)
-    nucleus = torch.tensor(top_ps, dtype=torch.float64, device=x.device)
-    u = torch.tensor(uniforms, dtype=torch.float64, device=x.device)
-    whole = [r for r, t in enumerate(temperatures) if t > 0 and top_ps[r] >= 1.0]
-    if whole:
-        idx = torch.tensor(whole, device=x.device)
-        cdf = torch.softmax(x[idx] / temp[idx, None], dim=-1).cumsum(dim=-1)
-        cdf = cdf / cdf[:, -1:]
-        tokens[idx] = (cdf <= u[idx, None]).sum(dim=-1).clamp(max=vocab - 1)
-    part = [r for r, t in enumerate(temperatures) if t > 0 and top_ps[r] < 1.0]
-    if part:
-        idx = torch.tensor(part, device=x.device)
-        probs, order = torch.softmax(x[idx] / temp[idx, None], dim=-1).sort(
-            dim=-1, descending=True, stable=True
-        )
-        keep = ((probs.cumsum(dim=-1) < nucleus[idx, None]).sum(dim=-1, keepdim=True) + 1).clamp(max=vocab)
-        inside = torch.arange(vocab, device=x.device)[None, :] < keep
-        kept = torch.where(inside, probs, torch.zeros_like(probs))
-        cdf = (kept / kept.sum(dim=-1, keepdim=True)).cumsum(dim=-1)
-        cdf = cdf / cdf[:, -1:]
-        pick = ((cdf <= u[idx, None]) & inside).sum(dim=-1, keepdim=True)
-        pick = torch.minimum(pick, keep - 1)
-        tokens[idx] = order.gather(-1, pick).squeeze(-1)
-    chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
-    token_list, chosen_list = tokens.tolist(), chosen.tolist()
-    if k:
-        top_values, top_ids = logp.topk(min(k, vocab), dim=-1)
-        alternatives = [
-            dict(zip(i, v, strict=True)) for i, v in zip(top_ids.tolist(), top_values.tolist(), strict=True)
-        ]
-    else:
-        alternatives = [{} for _ in token_list]
-    return [Draw(int(t), float(c), a) for t, c, a in zip(token_list, chosen_list, alternatives, strict=True)]

@@ -45,6 +45,40 @@ RETRY_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.clien
 MATCHED_FIELDS = ("stop_reason", "matched_stop")
 
 
+class ServerError(UserError, RuntimeError):
+    """The server stopped answering, failed a request or answered nonsense: one line for the
+    user (exit code 2); finished problems stay in the run folder, so a rerun resumes."""
+
+
+def server_error(base_url: str, exc: BaseException) -> ServerError:
+    """The one line a failed call becomes, by what went wrong."""
+    if isinstance(exc, ServerError):
+        return exc
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return ServerError(
+            f"the server at {base_url} did not answer in time ({exc}); check it is not overloaded or raise "
+            "the runner option timeout_s, then run the same command again to resume"
+        )
+    if isinstance(exc, RETRY_ERRORS + (OSError,)) or "ended without a finish_reason" in str(exc):
+        reason = getattr(exc, "reason", None) or exc
+        return ServerError(
+            f"the server at {base_url} stopped answering ({reason}); restart it, then run the same "
+            "command again to resume (finished problems are kept)"
+        )
+    if isinstance(exc, RuntimeError):
+        return ServerError(
+            f"the server at {base_url} failed a request: {exc}; check the server's log, then run the "
+            "same command again to resume"
+        )
+    return ServerError(
+        f"the server at {base_url} answered something that is not an OpenAI-compatible completion "
+        f"({type(exc).__name__}: {str(exc)[:120]}); check that base_url is an OpenAI-compatible /v1 address"
+    )
+
+
+NONSENSE = (ValueError, KeyError, TypeError, IndexError, AttributeError)
+
+
 @dataclass
 class _Reply:
     completion: Completion
@@ -101,12 +135,15 @@ class OpenAIRunner:
     def _served_models(self) -> list[str]:
         try:
             listed = self._call("GET", "/models", None)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise UserError(
                 f"no OpenAI-compatible server answers at {self.base_url} ({exc}); start one or pass "
                 f"base_url (or set {BASE_URL_ENV})"
             ) from None
-        models = [str(m["id"]) for m in json.loads(listed).get("data", [])]
+        try:
+            models = [str(m["id"]) for m in json.loads(listed).get("data", [])]
+        except NONSENSE as exc:
+            raise server_error(self.base_url, exc) from None
         if not models:
             raise UserError(f"the server at {self.base_url} lists no models; start it with a model")
         return models
@@ -126,7 +163,10 @@ class OpenAIRunner:
         The server's tokenizer and chat template decide, so this asks it: a one-token completion,
         whose answer is kept per prompt (one decode step the first time, nothing after).
         """
-        return self._prompt_length(request)
+        try:
+            return self._prompt_length(request)
+        except (*RETRY_ERRORS, OSError, RuntimeError, *NONSENSE) as exc:
+            raise server_error(self.base_url, exc) from None
 
     def info(self) -> RunnerInfo:
         return RunnerInfo(
@@ -284,7 +324,10 @@ class OpenAIRunner:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()
         jobs = [(r, i) for r in requests for i in range(r.n)]
-        replies = list(self.pool.map(lambda job: self._sample(*job), jobs))
+        try:
+            replies = list(self.pool.map(lambda job: self._sample(*job), jobs))
+        except (*RETRY_ERRORS, OSError, RuntimeError, *NONSENSE) as exc:
+            raise server_error(self.base_url, exc) from None
         total = time.perf_counter() - started
         results, cursor = [], 0
         for request in requests:

@@ -124,3 +124,66 @@ def engine_stop(finish: str | None, matched: object) -> tuple[str, str | None]:
     raise RuntimeError(
         f"the engine ended a sample with finish reason {finish!r}, neither 'stop' nor 'length'"
     )
+
+
+def device_draws(
+    logits: Any, temperatures: list[float], top_ps: list[float], uniforms: list[float], k: int
+) -> list[Draw]:
+    """runners.sampling.draw's rule for a batch of rows, computed in torch where the logits are.
+
+    Greedy rows take the first argmax. Other rows invert the CDF of their tempered distribution at
+    their uniform, as numpy's Generator.choice does: over the whole vocabulary in token order when
+    top_p >= 1, else over the smallest prefix of the tokens sorted by probability whose mass reaches
+    top_p. Logprobs are under the untempered distribution. Results match draw()'s up to float
+    rounding, which moves a token only when a uniform falls within ~1e-12 of a CDF step, and up to
+    the order of exactly tied probabilities.
+
+    Args:
+        logits: (rows, vocab) tensor on any device.
+        temperatures: per row; 0 means greedy.
+        top_ps: per row.
+        uniforms: per row, in [0, 1); ignored for greedy rows.
+        k: top alternatives to report per row.
+
+    Returns:
+        One Draw per row, its `top` holding k alternatives, best first.
+    """
+    import torch
+
+    x = logits.double()
+    vocab = x.shape[-1]
+    logp = torch.log_softmax(x, dim=-1)
+    tokens = torch.argmax(x, dim=-1)
+    temp = torch.tensor(temperatures, dtype=torch.float64, device=x.device)
+    nucleus = torch.tensor(top_ps, dtype=torch.float64, device=x.device)
+    u = torch.tensor(uniforms, dtype=torch.float64, device=x.device)
+    whole = [r for r, t in enumerate(temperatures) if t > 0 and top_ps[r] >= 1.0]
+    if whole:
+        idx = torch.tensor(whole, device=x.device)
+        cdf = torch.softmax(x[idx] / temp[idx, None], dim=-1).cumsum(dim=-1)
+        cdf = cdf / cdf[:, -1:]
+        tokens[idx] = (cdf <= u[idx, None]).sum(dim=-1).clamp(max=vocab - 1)
+    part = [r for r, t in enumerate(temperatures) if t > 0 and top_ps[r] < 1.0]
+    if part:
+        idx = torch.tensor(part, device=x.device)
+        probs, order = torch.softmax(x[idx] / temp[idx, None], dim=-1).sort(
+            dim=-1, descending=True, stable=True
+        )
+        keep = ((probs.cumsum(dim=-1) < nucleus[idx, None]).sum(dim=-1, keepdim=True) + 1).clamp(max=vocab)
+        inside = torch.arange(vocab, device=x.device)[None, :] < keep
+        kept = torch.where(inside, probs, torch.zeros_like(probs))
+        cdf = (kept / kept.sum(dim=-1, keepdim=True)).cumsum(dim=-1)
+        cdf = cdf / cdf[:, -1:]
+        pick = ((cdf <= u[idx, None]) & inside).sum(dim=-1, keepdim=True)
+        pick = torch.minimum(pick, keep - 1)
+        tokens[idx] = order.gather(-1, pick).squeeze(-1)
+    chosen = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    token_list, chosen_list = tokens.tolist(), chosen.tolist()
+    if k:
+        top_values, top_ids = logp.topk(min(k, vocab), dim=-1)
+        alternatives = [
+            dict(zip(i, v, strict=True)) for i, v in zip(top_ids.tolist(), top_values.tolist(), strict=True)
+        ]
+    else:
+        alternatives = [{} for _ in token_list]
+    return [Draw(int(t), float(c), a) for t, c, a in zip(token_list, chosen_list, alternatives, strict=True)]

@@ -26,8 +26,8 @@ from typing import Any
 from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.errors import UserError
 
+from .model_folders import chat_prompt_ids, folder_parameters, model_folder
 from .sampling import engine_stop
-from .vllm import chat_prompt_ids, folder_parameters, model_folder
 
 BASE_URL_ENV = "TSBENCH_SGLANG_BASE_URL"
 

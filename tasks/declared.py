@@ -6,6 +6,7 @@ other file of the same shape, so a task needs no Python unless it needs new logi
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,11 @@ class DeclaredTask:
     generation: dict[str, Any] = field(default_factory=dict)
     data_sha256: str | None = None
 
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """`generation.stop`: strings that end every sample (checked by parse_declaration)."""
+        return tuple(self.generation.get("stop") or ())
+
     def load(self, limit: int | None, seed: int, data_dir: str | None) -> list[Problem]:
         loaded = load_rows(self.name, self.source, data_dir)
         self.data_sha256 = loaded.sha256
@@ -49,7 +55,7 @@ class DeclaredTask:
             for needed in (self.question_field, self.reference_field):
                 if needed not in row:
                     raise UserError(
-                        f"task {self.name}: row {index} of {loaded.origin} has no field '{needed}'; "
+                        f"task {self.name}: {loaded.where(index)} has no field '{needed}'; "
                         f"fix the file or the task's `fields` mapping"
                     )
             problems.append(
@@ -63,7 +69,13 @@ class DeclaredTask:
         return problems
 
     def messages(self, problem: AnyProblem) -> list[Message]:
-        user = self.user.format(question=problem.question, **problem.metadata)
+        try:
+            user = self.user.format(question=problem.question, **problem.metadata)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UserError(
+                f"task {self.name}: prompt.user cannot be filled for problem {problem.id} ({type(exc).__name__}: "
+                f"{exc}); use only {{question}} and the fields listed in fields.metadata, and write {{{{ }}}} for braces"
+            ) from None
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
     def extract(self, text: str) -> str | None:
@@ -98,10 +110,18 @@ def parse_declaration(spec: Any, where: str) -> DeclaredTask:
     """Build a task from a parsed YAML mapping; `where` names the file in error messages."""
     if not isinstance(spec, dict):
         raise UserError(f"{where}: a task file must be a YAML mapping; see tasks/gsm8k.yaml")
+    if "python" in spec:  # logic YAML cannot say: the named DeclaredTask subclass builds the task
+        built: DeclaredTask = _python_class(spec["python"], where).from_declaration(spec, where)
+        return built
     data = _need(spec, "data", where)
-    hub = data.get("hub") or {}
     fields = _need(spec, "fields", where)
     prompt = _need(spec, "prompt", where)
+    for key, value in (("data", data), ("fields", fields), ("prompt", prompt)):
+        if not isinstance(value, dict):
+            raise UserError(
+                f"{where}: field '{key}' is {value!r}, not a mapping; see tasks/gsm8k.yaml for its shape"
+            )
+    hub = data.get("hub") or {}
     return DeclaredTask(
         name=str(_need(spec, "name", where)),
         description=str(spec.get("description", "")),
@@ -120,8 +140,34 @@ def parse_declaration(spec: Any, where: str) -> DeclaredTask:
         extractor=_need(spec, "extract", where, EXTRACTORS),
         reference_rule=_need({"reference": "as_is", **spec}, "reference", where, REFERENCES),
         grader=_need(spec, "grade", where, GRADERS),
-        generation=dict(spec.get("generation") or {}),
+        generation=_generation(spec.get("generation"), where),
     )
+
+
+def _python_class(name: Any, where: str) -> Any:
+    module, _, attr = str(name).partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UserError(
+            f"{where}: python '{name}' cannot be imported ({exc}); name a module:Class with from_declaration, "
+            "e.g. tsbench.tasks.multiple_choice:MultipleChoiceTask"
+        ) from None
+
+
+def _generation(value: Any, where: str) -> dict[str, Any]:
+    generation = value or {}
+    if not isinstance(generation, dict):
+        raise UserError(f"{where}: generation is {generation!r}; make it a mapping, e.g. {{max_tokens: 384}}")
+    stop = generation.get("stop", [])
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise UserError(
+            f"{where}: generation.stop is {stop!r}; give a list of non-empty strings, "
+            'e.g. generation: {stop: ["Question:"]}'
+        )
+    return {**generation, "stop": stop} if stop else dict(generation)
 
 
 def load_task_file(path: str | Path) -> DeclaredTask:
@@ -137,6 +183,10 @@ def load_task_file(path: str | Path) -> DeclaredTask:
 
 def _register_builtin_declarations() -> None:
     for path in sorted(Path(__file__).parent.glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        if isinstance(spec, dict) and "python" in spec:  # its class may import this module: built on use
+            tasks.register(str(spec["name"]), str(spec.get("description", "")))(_factory(path))
+            continue
         task = load_task_file(path)
         tasks.register(task.name, task.description)(_factory(path))
 

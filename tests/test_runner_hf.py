@@ -16,8 +16,11 @@ pytest.importorskip("torch", reason="the hf runner needs torch: pip install torc
 pytest.importorskip("transformers", reason="the hf runner needs transformers: pip install transformers gguf")
 pytest.importorskip("gguf", reason="transformers reads the embedded GGUF through gguf: pip install gguf")
 
-from tsbench.runners.hf import HFRunner, device_draws  # noqa: E402
-from tsbench.runners.sampling import draw  # noqa: E402
+from tsbench.runners.hf import HFRunner  # noqa: E402
+from tsbench.runners.sampling import (
+    device_draws,  # noqa: E402
+    draw,  # noqa: E402
+)
 
 ASK = (("user", "What is 7 times 8? Answer in one short sentence."),)
 STORY = (("user", "Tell me a long story about a lighthouse keeper."),)
@@ -132,7 +135,7 @@ def test_timings_and_prompt_reuse(runner: HFRunner) -> None:
 
 
 def test_contract_smoke_check_passes(runner: HFRunner) -> None:
-    from tsbench.bench import smoke_check
+    from tsbench.smoke import smoke_check
 
     assert smoke_check(runner) == []
 

@@ -161,7 +161,7 @@ class _RecordedServer(BaseHTTPRequestHandler):
 def recorded_server() -> Iterator[str]:
     pytest.importorskip("transformers", reason="the sglang runner renders chat templates with transformers")
     pytest.importorskip("gguf", reason="the embedded model's tokenizer is read from its GGUF through gguf")
-    from tsbench.runners.vllm import model_folder
+    from tsbench.runners.model_folders import model_folder
 
     _RecordedServer.model_path = str(model_folder(None)[0])
     server = HTTPServer(("127.0.0.1", 0), _RecordedServer)

@@ -34,7 +34,7 @@ from tsbench.strategies.base import Sample, SearchBudget
 from tsbench.strategies.beam_search import BeamSearch, spread
 from tsbench.strategies.best_of_n import BestOfN, best
 from tsbench.strategies.dvts import DVTS
-from tsbench.strategies.mcts import MCTS, Node, backpropagate, most_visited, select, uct
+from tsbench.strategies.mcts import MCTS, Node, backpropagate, most_visited, select, select_leaves, uct
 from tsbench.strategies.particle_filtering import ParticleFiltering
 from tsbench.strategies.stepping import Path, top_paths
 from tsbench.strategies.weighted_best_of_n import WeightedBestOfN, weighted_vote
@@ -347,6 +347,34 @@ def test_mcts_visits_and_backed_up_values_match_hand_computation() -> None:
     ]
     assert attempt.answer == "s1.0"  # the best complete leaf by value
     assert attempt.trace["complete"] == 4
+
+
+def test_virtual_loss_steers_parallel_walks_to_distinct_leaves_and_is_removed() -> None:
+    a, b = node(2, 1.0, steps=("a",)), node(1, 0.9, steps=("b",))
+    done = node(1, 0.7, steps=("d",), done=True)
+    root = node(4, 2.6, a, b, done)
+    # Walk 1: b (0.9 + sqrt(ln 4 / 1) = 2.077) over d (0.7 + 1.177) and a (0.5 + 0.833).
+    # Virtual loss on b (2 visits, value 0.45) and root (5): a 0.5 + 0.897, b 0.45 + 0.897,
+    # d 0.7 + 1.269 = 1.969 -> d is complete: re-valued by its score 0 (root 6, d 2 visits, 0.35).
+    # Walk 3: a 0.5 + 0.947 = 1.447 over b 1.397 and d 1.297 -> a (virtual: a 3, root 7).
+    # Walk 4: b 0.45 + 0.986 = 1.436 over d 1.336 and a 1.139 -> b, already picked: stop.
+    walks, revalued = select_leaves(root, 1.0, most=4)
+    assert [walk[-1] for walk in walks] == [b, a] and revalued == 1
+    assert (a.visits, b.visits, done.visits, root.visits) == (2, 1, 2, 5)  # virtual visits removed
+    assert root.value_sum == pytest.approx(2.6)
+
+
+def test_mcts_one_leaf_per_round_is_sequential_mcts() -> None:
+    scores = {"s0": 0.2, "s1": 0.6, "s1.0": 0.9, "s1.1": 0.3, "s0.0": 0.4, "s0.1": 0.1}
+    runner, verifier = ScriptedRunner(named_steps(depth_done=2)), ScriptedVerifier(scores)
+    attempt = solve(MCTS(expansions=2, parallel_leaves=1), runner, verifier, samples=4)
+    assert [[r.continuation for r in call] for call in runner.calls] == [[""], ["s1\n\n"], ["s0\n\n"]]
+    parallel = ScriptedRunner(named_steps(depth_done=2))
+    again = solve(MCTS(expansions=2, parallel_leaves=4), parallel, ScriptedVerifier(scores), samples=4)
+    # By hand (the test above): after the root, virtual loss sends the second walk to s0, so both
+    # expansions go in one call, and the tree is the same.
+    assert [[r.continuation for r in call] for call in parallel.calls] == [[""], ["s1\n\n", "s0\n\n"]]
+    assert again.trace["tree"] == attempt.trace["tree"] and again.answer == attempt.answer
 
 
 def test_mcts_answers_from_the_best_finished_leaf_not_an_unfinished_most_visited_one() -> None:

@@ -1,4 +1,4 @@
-"""`tsbench` command line: run, speed, list, report, processbench, bench."""
+"""`tsbench` command line: run, speed, list, report, compare, leaderboard, gate, exec, processbench, bench."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tsbench import plugins, provenance
+from tsbench.cli_args import pairs, scalar
 from tsbench.errors import UserError
 from tsbench.generation import batch_sequences, generate_all
 from tsbench.identity import run_id, sample_identity
+from tsbench.processbench_cli import add_processbench_parser
 from tsbench.progress import Progress
 from tsbench.records import ARMS, METRICS, PERFORMANCE, PROBLEMS, PROVENANCE, SESSIONS, RunFolder
 from tsbench.registry import Registry
@@ -29,22 +29,6 @@ from tsbench.run import (
 from tsbench.spec import build_spec, read_spec_file
 
 RESULTS_ROOT = Path("results")
-
-
-def _pairs(pairs: list[str], flag: str) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"{flag}: '{pair}' is not KEY=VALUE; write e.g. --task-arg levels=1,2")
-        options[key] = value
-    return options
-
-
-def _scalar(value: str) -> Any:
-    """'4' -> 4, '0.5' -> 0.5, 'true' -> True; anything else stays text."""
-    loaded = yaml.safe_load(value)
-    return loaded if isinstance(loaded, int | float | bool) else value
 
 
 def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,20 +55,20 @@ def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.task_arg:
-        values["task_options"] = {**values.get("task_options", {}), **_pairs(args.task_arg, "--task-arg")}
+        values["task_options"] = {**values.get("task_options", {}), **pairs(args.task_arg, "--task-arg")}
     if args.runner_arg:
         values["runner_options"] = {
             **values.get("runner_options", {}),
-            **{k: _scalar(v) for k, v in _pairs(args.runner_arg, "--runner-arg").items()},
+            **{k: scalar(v) for k, v in pairs(args.runner_arg, "--runner-arg").items()},
         }
     for flag, field in (("strategy_arg", "strategy_options"), ("verifier_arg", "verifier_options")):
-        for key, value in _pairs(getattr(args, flag) or [], "--" + flag.replace("_", "-")).items():
+        for key, value in pairs(getattr(args, flag) or [], "--" + flag.replace("_", "-")).items():
             owner, dot, option = key.partition(".")
             if not dot:
                 raise UserError(
                     f"--{flag.replace('_', '-')}: '{key}' must be NAME.OPTION=VALUE, e.g. beam-search.beam_width=4"
                 )
-            values.setdefault(field, {}).setdefault(owner, {})[option] = _scalar(value)
+            values.setdefault(field, {}).setdefault(owner, {})[option] = scalar(value)
     return values
 
 
@@ -109,7 +93,7 @@ def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
         prepared.spec.identity(), prepared.task, prepared.problems, info, runner, generating
     )
     path = Path(prepared.spec.output) if prepared.spec.output else RESULTS_ROOT / run_id(identity)
-    folder = RunFolder.open(path, prepared.spec.to_yaml(), identity)
+    folder = RunFolder.open(path, prepared.spec.to_yaml(), identity, total=len(prepared.problems))
     if not (path / PROVENANCE).exists():
         origin = getattr(prepared.task, "data_sha256", None)
         data_origin = f"task file sha256: {origin}" if origin else "procedural"
@@ -164,94 +148,52 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Re-score a finished run with the installed code and print its table."""
-    folder = RunFolder(Path(args.run))
-    if not (folder.path / ARMS).exists():
-        raise UserError(f"{args.run} is not a tsbench run folder; give a folder like results/<run-id>")
-    ids = folder.done_ids()
-    total = len(folder.read_jsonl(PROBLEMS))
-    if not folder.complete and not ids:
-        raise UserError(
-            f"{args.run} has no finished problem yet; run `tsbench run` with its spec to generate them"
-        )
-    metric_data, perf = rescore(folder)
-    print(table(metric_data, perf))
-    if not folder.complete or total != len(ids):
-        print(f"note: {len(ids)} problems are done in this folder")
-    return 0
+    """Re-score finished runs with the installed code; print their table, write plots if asked."""
+    from tsbench.report import render
+    from tsbench.tables import check_run_folder, report_table
 
-
-def cmd_processbench(args: argparse.Namespace) -> int:
-    import json
-
-    from tsbench.data import resolve_data_dir
-    from tsbench.processbench import FIXTURE_DIR, SUBSETS, evaluate_process_verifier, load_processbench
-
-    subsets = [s.strip() for s in args.subsets.split(",")] if args.subsets else list(SUBSETS)
-    unknown = [s for s in subsets if s not in SUBSETS]
-    if unknown:
-        raise UserError(f"--subsets: unknown subset {unknown[0]}; choose from {', '.join(SUBSETS)}")
-    if args.data_dir:
-        folder = Path(args.data_dir)
+    if args.format is None and len(args.run) == 1:
+        folder = check_run_folder(Path(args.run[0]))
+        ids = folder.done_ids()
+        total = len(folder.read_jsonl(PROBLEMS))
+        metric_data, perf = rescore(folder)
+        print(table(metric_data, perf))
+        if not folder.complete or total != len(ids):
+            print(f"note: {len(ids)} problems are done in this folder")
+        frame = report_table(args.run, rescore=False) if args.plots else None
     else:
-        root = resolve_data_dir(None)
-        shared = Path(root) / "processbench" if root else None
-        folder = shared if shared and shared.is_dir() else FIXTURE_DIR
-        if folder == FIXTURE_DIR:
-            subsets = [s for s in subsets if (FIXTURE_DIR / f"{s}.json").is_file()]
-    limit = _positive_int(args.limit, "--limit") if args.limit else None
-    items = load_processbench(folder, subsets, limit)
-    runner = plugins.runners.get(args.runner)(
-        model=args.model,
-        threads=args.threads,
-        **{k: _scalar(v) for k, v in _pairs(args.runner_arg or [], "--runner-arg").items()},
-    )
-    options = {k: _scalar(v) for k, v in _pairs(args.verifier_arg or [], "--verifier-arg").items()}
-    verifier = plugins.verifiers.get(args.verifier)(runner, **options)
-    if not hasattr(verifier, "score_steps"):
-        raise UserError(
-            f"--verifier {args.verifier} scores whole solutions only; ProcessBench needs a process verifier such as llm-judge"
-        )
-    try:
-        result = evaluate_process_verifier(verifier, None, items, args.threshold)
-    finally:
-        runner.close()
-    rows = [
-        [
-            name,
-            m["erroneous"],
-            m["correct"],
-            _pct(m["error_accuracy"]),
-            _pct(m["correct_accuracy"]),
-            _pct(m["f1"]),
-        ]
-        for name, m in result["subsets"].items()
-    ]
-    from tabulate import tabulate
+        frame = report_table(args.run)
+        print(render(frame, args.format or "md"), end="")
+    if args.compute_optimal:
+        from tsbench.report import compute_optimal_text
 
-    print(
-        f"ProcessBench from {folder}: verifier {args.verifier} on {args.runner}, threshold {args.threshold}"
-    )
-    print(tabulate(rows, headers=["subset", "erroneous", "correct", "error acc", "correct acc", "F1"]))
-    print(f"average F1: {_pct(result['average_f1'])}; verifier tokens {result['verifier_tokens']}")
-    if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"predictions: {args.output}")
+        for run in dict.fromkeys(args.run):
+            print("\n" + compute_optimal_text(Path(run)))
+    if args.plots and frame is not None:
+        from tsbench.plots import write_plots
+
+        written = write_plots(frame, Path(args.plots))
+        print(f"plots: {len(written)} files in {args.plots}", file=sys.stderr if args.format else sys.stdout)
     return 0
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tsbench.compare import compare_command
+
+    return compare_command(args.run, args.a, args.b, args.json, args.resamples, args.seed)
 
 
-def _positive_int(value: str, flag: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise UserError(f"{flag}: '{value}' is not a positive whole number; write e.g. {flag} 20")
-    return number
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Build the static leaderboard site from a folder of run folders."""
+    from tsbench.leaderboard import build_site
+
+    summary = build_site(Path(args.results), Path(args.output), rescore=args.rescore)
+    skipped = f", {summary['skipped']} unfinished skipped" if summary["skipped"] else ""
+    print(
+        f"leaderboard: {summary['runs']} runs{skipped}, {summary['tasks']} tasks, {summary['pages']} pages "
+        f"in {summary['seconds']} s; open {Path(args.output) / 'index.html'}"
+    )
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -331,32 +273,58 @@ def parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list tasks, runners or strategies")
     lst.add_argument("what", choices=["tasks", "runners", "strategies", "verifiers"])
     lst.set_defaults(func=cmd_list)
-    rep = sub.add_parser("report", help="re-score a run folder with the installed code and print its table")
-    rep.add_argument("run", help="run folder, e.g. results/<run-id>")
-    rep.set_defaults(func=cmd_report)
-    pb = sub.add_parser("processbench", help="score a process verifier on ProcessBench (first wrong step)")
-    pb.add_argument("--verifier", default="llm-judge", help="a process verifier (default llm-judge)")
-    pb.add_argument("--verifier-arg", action="append", metavar="KEY=VALUE", help="verifier option")
-    pb.add_argument("--runner", default="llamacpp", help="runner that hosts the verifier's model")
-    pb.add_argument("--runner-arg", action="append", metavar="KEY=VALUE", help="runner option")
-    pb.add_argument("--model", help="model path or id (default: the runner's embedded default)")
-    pb.add_argument("--threads", type=int, help="CPU threads for CPU runners")
-    pb.add_argument(
-        "--data-dir",
-        dest="data_dir",
-        help="folder with ProcessBench's <subset>.json (default $TSBENCH_DATA_DIR/processbench, else the shipped 6-item fixture)",
+    rep = sub.add_parser("report", help="re-score run folders with the installed code and print their table")
+    rep.add_argument(
+        "run", nargs="+", help="run folders, e.g. results/<run-id>; several combine into one table"
     )
-    pb.add_argument("--subsets", help="comma-separated subsets (default all four)")
-    pb.add_argument("--limit", help="first N items per subset")
-    pb.add_argument("--threshold", type=float, default=0.5, help="a step scored below it is predicted wrong")
-    pb.add_argument("--output", help="write metrics and per-item predictions as JSON here")
-    pb.set_defaults(func=cmd_processbench)
+    rep.add_argument(
+        "--format", choices=["md", "csv", "latex", "html", "json"],
+        help="one table of every run in this format (default: the terminal table of one run, md for several)",
+    )  # fmt: skip
+    rep.add_argument("--plots", metavar="DIR", help="also write PNG and SVG plots into DIR")
+    rep.add_argument(
+        "--compute-optimal",
+        dest="compute_optimal",
+        action="store_true",
+        help="also print each run's compute-optimal policy (Snell et al. 2024) against the best single arm",
+    )
+    rep.set_defaults(func=cmd_report)
+    board = sub.add_parser("leaderboard", help="the static leaderboard site (see docs/LEADERBOARD.md)")
+    board_sub = board.add_subparsers(dest="leaderboard_command", required=True)
+    build = board_sub.add_parser("build", help="build the static site from finished run folders")
+    build.add_argument(
+        "results", nargs="?", default="results", help="folder of run folders (default results/)"
+    )
+    build.add_argument("-o", "--output", default="site", help="the site's folder (default site/)")
+    build.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-score every run with the installed code first (needs task data)",
+    )
+    build.set_defaults(func=cmd_leaderboard)
+    cmp = sub.add_parser(
+        "compare", help="paired test of two rows on the same problems (McNemar / permutation)"
+    )
+    cmp.add_argument("run", nargs="+", help="run folder; a second one holds row B")
+    cmp.add_argument("--a", required=True, metavar="ROW", help="row A as ARM@LEVEL, e.g. majority@16")
+    cmp.add_argument("--b", required=True, metavar="ROW", help="row B, e.g. beam-search/llm-judge@16")
+    cmp.add_argument("--json", action="store_true", help="print the result as JSON")
+    cmp.add_argument("--resamples", type=int, default=2000, help="bootstrap / permutation resamples")
+    cmp.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    cmp.set_defaults(func=cmd_compare)
+    add_processbench_parser(sub)
     bench = sub.add_parser(
         "bench",
         help="throughput and latency of a runner under a sampling workload (see `tsbench bench -- --help`)",
     )
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of python -m tsbench.bench")
     bench.set_defaults(func=cmd_bench)
+    from tsbench.gate_cli import add_gate_parser  # the regression gate: tsbench/gate.py
+
+    add_gate_parser(sub)
+    from tsbench.exec_command import add_exec_parser  # code tasks' sandbox: docs/CODE_TASKS.md
+
+    add_exec_parser(sub)
     return top
 
 

@@ -175,7 +175,12 @@ AnyProblem = Problem | PublicProblem
 
 @runtime_checkable
 class Task(Protocol):
-    """A benchmark: its problems, how to prompt for them, and how to grade an answer."""
+    """A benchmark: its problems, how to prompt for them, and how to grade an answer.
+
+    Optional members, read where present: `stop` (strings that end every sample of the task, e.g.
+    a few-shot prompt's next "Question:"; none by default, see task_stop), `canonical_many`,
+    `verdict`, `generation` (e.g. {"max_tokens": 384}).
+    """
 
     name: str
     description: str
@@ -213,6 +218,7 @@ class PublicTask:
         self.__task = task
         self.name = task.name
         self.description = task.description
+        self.stop = task_stop(task)
 
     def messages(self, problem: AnyProblem) -> list[Message]:
         return self.__task.messages(problem)
@@ -222,6 +228,15 @@ class PublicTask:
 
     def canonical(self, answer: str) -> str:
         return canonical_answer(self.__task, answer)
+
+
+def task_stop(task: Any) -> tuple[str, ...]:
+    """The task's stop strings (its optional `stop` member), in order, without repeats; () for none.
+    Every request for the task's samples, pools and searches alike, carries them."""
+    declared = getattr(task, "stop", None) or ()
+    if isinstance(declared, str) or not all(isinstance(s, str) and s for s in declared):
+        raise TypeError(f"task {getattr(task, 'name', task)!r}: stop must be a list of non-empty strings")
+    return tuple(dict.fromkeys(declared))
 
 
 def canonical_answer(task: Any, answer: str) -> str:

@@ -37,6 +37,13 @@ class LoadedRows:
     rows: list[dict[str, Any]]
     sha256: str
     origin: str
+    lines: tuple[int, ...] = ()  # each row's line in a JSONL file (1-based), for error messages
+
+    def where(self, index: int) -> str:
+        """'line N of FILE' (JSONL) or 'row N of FILE', for a message about row `index`."""
+        if index < len(self.lines):
+            return f"line {self.lines[index]} of {self.origin}"
+        return f"row {index} of {self.origin}"
 
 
 def resolve_data_dir(option: str | None) -> str | None:
@@ -64,18 +71,67 @@ def _load_local(task: str, source: DataSource, folder: Path) -> LoadedRows:
             f"(layout: <data-dir>/{source.local}) or point --data-dir/{DATA_DIR_ENV} elsewhere"
         )
     raw = path.read_bytes()
-    text = gzip.decompress(raw).decode() if path.suffix == ".gz" else raw.decode()
     try:
-        if path.name.endswith((".jsonl", ".jsonl.gz")):
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            loaded = json.loads(text)
-            rows = loaded if isinstance(loaded, list) else list(loaded.values())
-    except json.JSONDecodeError as exc:
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError) as exc:
         raise UserError(
-            f"task {task}: {path} is not valid JSON ({exc}); replace it with the original file"
+            f"task {task}: {path} is not a readable gzip file ({exc}); replace it with the original"
         ) from None
-    return LoadedRows(rows, hashlib.sha256(raw).hexdigest(), str(path))
+    text = _text(task, path, data)
+    lines: list[int] = []
+    if path.name.endswith((".jsonl", ".jsonl.gz")):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):  # CRLF and a trailing blank line are fine
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(
+                    f"task {task}: line {number} of {path} is not JSON ({exc.msg} at column {exc.colno}: "
+                    f"{line.strip()[:40]!r}); fix or delete that line"
+                ) from None
+            lines.append(number)
+    else:
+        try:
+            loaded = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"task {task}: {path} is not valid JSON ({exc}); replace it with the original file"
+            ) from None
+        rows = (
+            loaded
+            if isinstance(loaded, list)
+            else list(loaded.values())
+            if isinstance(loaded, dict)
+            else [loaded]
+        )
+    found = LoadedRows(rows, hashlib.sha256(raw).hexdigest(), str(path), tuple(lines))
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(
+                f"task {task}: {found.where(index)} is {type(row).__name__} {json.dumps(row)[:40]}, not an "
+                'object with named fields; make each row a JSON object like {"question": ..., "answer": ...}'
+            )
+    return found
+
+
+def _text(task: str, path: Path, data: bytes) -> str:
+    """A data file's text: UTF-8, with or without a byte-order mark; anything else is refused
+    with the line it fails on and how to convert the file."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(
+            f"task {task}: {path} is UTF-16 (it starts with a UTF-16 byte-order mark); save it as UTF-8, "
+            f"e.g. iconv -f UTF-16 -t UTF-8 {path.name} > utf8-{path.name}"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UserError(
+            f"task {task}: line {line} of {path} is not UTF-8 (byte 0x{data[exc.start]:02x}); save the file "
+            f"as UTF-8, e.g. iconv -f latin1 -t UTF-8 {path.name} > utf8-{path.name} if it is Latin-1"
+        ) from None
 
 
 def _load_hub(task: str, source: DataSource) -> LoadedRows:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import GenerationRequest, GenerationResult, Problem, PublicTask, Runner
+from tsbench.contracts import GenerationRequest, GenerationResult, Problem, PublicTask, Runner, task_stop
 from tsbench.ledger import forward_flops
 from tsbench.progress import Progress
 from tsbench.records import RunFolder
@@ -29,13 +29,14 @@ GROUP_BATCHES = 2  # a group of problems holds about this many engine batches of
 def _requests(prepared: Prepared, problem: Problem) -> list[GenerationRequest]:
     spec = prepared.spec
     messages = tuple((m["role"], m["content"]) for m in prepared.task.messages(problem.public()))
+    stop = task_stop(prepared.task)
     requests = []
     for pool in prepared.pools:
         n = 1 if pool == "greedy" else pool_size(spec)
         temperature, top_p = (0.0, 1.0) if pool == "greedy" else (spec.temperature, spec.top_p)
         seeds = tuple(stable_int(spec.seed, problem.id, pool, i) for i in range(n))
         requests.append(
-            GenerationRequest(messages, n, temperature, top_p, spec.max_tokens or 0, (), seeds, 0)
+            GenerationRequest(messages, n, temperature, top_p, spec.max_tokens or 0, stop, seeds, 0)
         )
     return requests
 
@@ -294,6 +295,8 @@ def generate_all(
                         p: [round(c.latency_s, 4) for c in o.completions] for p, (_, o) in outcomes.items()
                     },
                     "sample_tokens": {p: [c.tokens for c in o.completions] for p, (_, o) in outcomes.items()},
+                    # Samples read back from the generation cache (tsbench.cache), not generated now.
+                    "cached": {p: getattr(o, "cached", 0) for p, (_, o) in outcomes.items()},
                     "ttft_s": {
                         p: None if o.ttft_s is None else round(o.ttft_s, 4) for p, (_, o) in outcomes.items()
                     },

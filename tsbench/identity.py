@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tsbench import __version__
-from tsbench.contracts import Problem, RunnerInfo, Task
+from tsbench.contracts import Problem, RunnerInfo, Task, task_stop
 
 
 def digest(value: Any) -> str:
@@ -74,7 +74,8 @@ def sample_identity(
     Args:
         spec_identity: RunSpec.identity(): task, options, model path, runner and its options,
             strategies, verifiers and their options, budgets, sampling settings, seed.
-        task, problems: the task and the problems it loaded.
+        task, problems: the task and the problems it loaded (their prompts and the task's stop
+            strings determine the samples).
         info: the loaded runner's description (engine, version, dtype, model sha256, parameters).
         runner: the runner object, whose module's code decodes (with the modules it names in
             `code_modules`, e.g. llama.cpp's session).
@@ -86,6 +87,7 @@ def sample_identity(
         "spec": spec_identity,
         "data_sha256": problems_digest(problems),
         "prompts_sha256": prompts_digest(task, problems),
+        "task_stop": list(task_stop(task)),  # they end every sample, so they determine the samples
         "model_sha256": info.model_sha256,
         "model_id": info.model_id,
         "model_parameters": info.parameters,

@@ -17,13 +17,20 @@ Derived from those by the scoring code, rewritten whenever it re-scores:
   metrics.json       accuracy with 95% CI and compute per strategy x budget, and the scoring
                      identity it was computed with; its presence marks the run complete
   performance.json   tokens/s and latency percentiles
+Kept by the folder itself:
+  status.json        whether every problem of the run is done (complete), and how many are
+  .lock              held (fcntl.flock) by the one process writing the folder; holds its pid
 
 A problem counts as done once its problems.jsonl line is on disk; samples and timings are written
 before it, so after a crash the lines of unfinished problems are dropped and generated again.
+Whole files are written to a temporary file, fsynced and renamed over the old one; JSONL files are
+appended and fsynced, and a last line cut off by a crash is ignored and dropped on reopening.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -36,7 +43,11 @@ from tsbench.errors import UserError
 SAMPLES, PROBLEMS, TIMINGS, TRACES = "samples.jsonl", "problems.jsonl", "timings.jsonl", "traces.jsonl"
 METRICS, PERFORMANCE, PROVENANCE, SPEC = "metrics.json", "performance.json", "provenance.json", "spec.yaml"
 IDENTITY, SESSIONS, GRADES, SCORES = "identity.json", "sessions.jsonl", "grades.jsonl", "scores.jsonl"
-ARMS = "arms.json"
+ARMS, STATUS, LOCK = "arms.json", "status.json", ".lock"
+FULL = (errno.ENOSPC, errno.EDQUOT)
+# Folder -> descriptor of its lock file, for the process's lifetime: the lock keeps other
+# processes out, while this one may reopen a folder it holds (tests, re-scoring after a run).
+_HELD: dict[str, int] = {}
 
 
 def dumps(record: Any) -> str:
@@ -55,46 +66,160 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write, fsync, rename: a crash leaves the old file or the new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
+    _sync_folder(path.parent)
+
+
+def _sync_folder(path: Path) -> None:
+    """fsync a folder, so that a rename in it survives a power cut."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, exc: OSError) -> Exception:
+    """A full disk or a folder that refuses writes is the user's to fix: one line; others stay."""
+    if exc.errno in FULL:
+        return UserError(
+            f"disk full writing {path}; free space on that disk (or pass another --output) and run the "
+            "same command again to resume"
+        )
+    if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return UserError(f"cannot write {path} ({exc.strerror}); pass a writable --output")
+    return exc
+
+
+def _folder_error(path: Path, exc: OSError) -> UserError:
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        return UserError(f"output folder {path}: a file is in the way ({exc}); pass another --output")
+    found = _write_error(path, exc)
+    return (
+        found
+        if isinstance(found, UserError)
+        else UserError(f"output folder {path}: {exc}; pass another --output")
+    )
 
 
 class RunFolder:
     """Records of one run, resumable after an interruption."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, total: int | None = None) -> None:
         self.path = path
+        self.total = total
 
     @classmethod
-    def open(cls, path: Path, spec_yaml: str, identity: dict[str, Any]) -> RunFolder:
+    def open(
+        cls, path: Path, spec_yaml: str, identity: dict[str, Any], total: int | None = None
+    ) -> RunFolder:
         """Create the folder, or reopen it for the same sample identity and drop unfinished problems'
-        lines. A folder whose samples came from anything else is refused, naming what changed."""
-        from tsbench.identity import changes
+        lines. A folder whose samples came from anything else is refused, naming what changed, and
+        so is one another process is writing (its lock is held until that process ends).
 
-        folder = cls(path)
-        identity_file = path / IDENTITY
-        if identity_file.exists():
-            held = json.loads(identity_file.read_text(encoding="utf-8"))
-            if held != identity:
-                changed = changes(held, identity)
-                raise UserError(
-                    f"output folder {path} holds samples generated under another identity "
-                    f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); "
-                    "pass another --output or delete that folder"
-                )
-        elif path.exists() and any(path.iterdir()):
-            raise UserError(f"output folder {path} exists and is not a tsbench run; pass another --output")
-        path.mkdir(parents=True, exist_ok=True)
-        if not identity_file.exists():
+        Args:
+            total: the run's number of problems; status.json says complete once all are done.
+        """
+        folder = cls(path, total)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output folder {path} is a file; pass another --output")
+        folder._check_identity(identity)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _folder_error(path, exc) from None
+        folder.lock()
+        folder._check_identity(identity)  # again, now that no other process can be writing it
+        if not (path / IDENTITY).exists():
             write_atomic(path / SPEC, spec_yaml)
             folder.write_json(IDENTITY, identity)
         folder._drop_unfinished()
+        folder._write_status()
         return folder
+
+    def _check_identity(self, identity: dict[str, Any]) -> None:
+        from tsbench.identity import changes
+
+        identity_file = self.path / IDENTITY
+        if identity_file.exists():
+            try:
+                held = json.loads(identity_file.read_text(encoding="utf-8"))
+            except ValueError:
+                raise UserError(
+                    f"output folder {self.path}: {IDENTITY} is not valid JSON; delete that folder or pass another --output"
+                ) from None
+            if held != identity:
+                changed = changes(held, identity)
+                raise UserError(
+                    f"output folder {self.path} holds samples generated under another identity "
+                    f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); "
+                    "pass another --output or delete that folder"
+                )
+        elif self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir()):
+            raise UserError(
+                f"output folder {self.path} exists and is not a tsbench run; pass another --output"
+            )
+
+    def lock(self) -> None:
+        """Hold the folder's lock for as long as this process lives; refuse if another holds it."""
+        if str(self.path.resolve()) in _HELD:
+            return
+        file = self.path / LOCK
+        try:
+            fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _folder_error(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(
+                f"output folder {self.path} is being written by another tsbench run (pid {holder}); "
+                "wait for it to finish, or pass another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _HELD[str(self.path.resolve())] = fd
+
+    def unlock(self) -> None:
+        fd = _HELD.pop(str(self.path.resolve()), None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor releases the flock
 
     @property
     def complete(self) -> bool:
+        """Every problem is done: status.json says so (folders from before it: metrics.json exists)."""
+        status = self.path / STATUS
+        if status.exists():
+            try:
+                return bool(json.loads(status.read_text(encoding="utf-8")).get("complete"))
+            except ValueError:
+                return False
         return (self.path / METRICS).exists()
+
+    def _write_status(self) -> None:
+        if self.total is None:
+            return
+        done = len(self.done_ids())
+        self.write_json(
+            STATUS, {"complete": done >= self.total, "problems_done": done, "problems_total": self.total}
+        )
 
     def done_ids(self) -> set[str]:
         return {r["problem_id"] for r in read_jsonl(self.path / PROBLEMS)}
@@ -110,10 +235,16 @@ class RunFolder:
                 write_atomic(file, "".join(kept))
 
     def _append(self, name: str, records: Iterable[dict[str, Any]]) -> None:
-        with (self.path / name).open("a", encoding="utf-8") as handle:
-            handle.write("".join(dumps(r) + "\n" for r in records))
-            handle.flush()
-            os.fsync(handle.fileno())
+        text = "".join(dumps(r) + "\n" for r in records)
+        if not text:
+            return
+        try:
+            with (self.path / name).open("a", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise _write_error(self.path / name, exc) from None
 
     def commit(
         self,
@@ -128,6 +259,7 @@ class RunFolder:
         if traces:
             self._append(TRACES, traces)
         self._append(PROBLEMS, problems)
+        self._write_status()
 
     def problems(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.path / PROBLEMS))
@@ -157,4 +289,5 @@ class RunFolder:
     def remove_if_empty(self) -> None:
         """Leave nothing behind when a run fails before finishing a single problem."""
         if not self.done_ids() and not (self.path / METRICS).exists():
+            self.unlock()
             shutil.rmtree(self.path, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections import defaultdict
 from typing import Any
 
@@ -136,6 +137,8 @@ def performance(
         )
     ttfts, tpots = _first_token_and_per_token(timings)
     return {
+        # Pool samples read back from the generation cache: their times are not this session's.
+        "cached_samples": sum(sum(t.get("cached", {}).values()) for t in timings),
         "generated_tokens": generated,
         "generation_wall_s": round(wall, 3),
         "generated_tokens_per_s": round(generated / wall, 2) if wall else None,
@@ -247,4 +250,123 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
             text += f"; time to first token p50 {perf['ttft_p50_s']:.2f} s"
         if perf.get("tpot_p50_s") is not None:
             text += f"; time per output token p50 {1000 * perf['tpot_p50_s']:.1f} ms"
+        if perf.get("cached_samples"):
+            text += (
+                f"\nnote: {perf['cached_samples']} samples were read from the generation cache, so the "
+                "speed figures are not this session's; time with TSBENCH_GENERATION_CACHE=off"
+            )
     return text
+
+
+# -- the report table of several runs (tsbench.tables.report_table) in other formats ---------------
+
+FORMATS = ("md", "csv", "latex", "html", "json")
+_CONTEXT = ("model", "runner", "task", "task_options", "seed")
+
+
+def _pct(value: float) -> str:
+    return "-" if value != value else f"{100 * value:.1f}"  # NaN: nothing on record
+
+
+def display_frame(frame: Any) -> Any:
+    """The report table as people read it: formatted cells, and the columns that are the same on
+    every row (model, runner, task, seed) left out of the table and named once by `context_line`."""
+    import pandas as pd
+
+    varying = [c for c in _CONTEXT if frame[c].nunique(dropna=False) > 1]
+    spread = bool((frame["seeds"] > 1).any())
+    out = pd.DataFrame(index=frame.index)
+    for column in varying:
+        out[column] = frame[column].astype(str)
+    out["strategy"] = frame["arm"] + frame["oracle"].map({True: " (oracle)", False: ""})
+    units = frame["budget_unit"].unique()
+    out[BUDGET_HEADERS[units[0]] if len(units) == 1 else "level"] = [
+        _si(v) if u == "flops" else str(v) for v, u in zip(frame["level"], frame["budget_unit"], strict=True)
+    ]
+    out["problems"] = frame["problems"].astype(str)
+    out["accuracy % [95% CI]"] = [
+        f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+        for a, lo, hi in zip(frame["accuracy"], frame["ci_low"], frame["ci_high"], strict=True)
+    ]
+    if spread:
+        out["seeds: mean ± sd %"] = [
+            f"{100 * m:.1f} ± {_pct(sd)} ({n})" if n > 1 else "-"
+            for m, sd, n in zip(
+                frame["seed_mean_accuracy"], frame["seed_sd_accuracy"], frame["seeds"], strict=True
+            )
+        ]
+    out["cut %"] = frame["truncated"].map(_pct)
+    out["samples/prob"] = frame["samples_per_problem"].map(lambda v: f"{v:.1f}")
+    out["gen tok/prob"] = frame["generated_tokens_per_problem"].map(lambda v: f"{v:.0f}")
+    out["verif tok/prob"] = frame["verifier_tokens_per_problem"].map(lambda v: f"{v:.0f}")
+    out["FLOPs/prob"] = frame["flops_per_problem"].map(lambda v: _si(v) if v else "-")
+    out["tok/s"] = frame["tokens_per_s"].map(lambda v: "-" if v != v else f"{v:.1f}")
+    out["latency p50/p95 s"] = [
+        "-" if p50 != p50 else f"{p50:.2f} / {p95:.2f}"
+        for p50, p95 in zip(frame["latency_p50_s"], frame["latency_p95_s"], strict=True)
+    ]
+    return out.reset_index(drop=True)
+
+
+def context_line(frame: Any) -> str:
+    """What every row of the table shares: `model on runner, task (options), seed`."""
+    same = {c: frame[c].iloc[0] for c in _CONTEXT if frame[c].nunique(dropna=False) == 1}
+    parts = []
+    if "model" in same:
+        parts.append(f"model {same['model']}" + (f" on {same['runner']}" if "runner" in same else ""))
+    if "task" in same:
+        parts.append(
+            f"task {same['task']}" + (f" ({same['task_options']})" if same.get("task_options") else "")
+        )
+    if "seed" in same:
+        parts.append(f"seed {same['seed']}")
+    runs = frame["run_id"].nunique()
+    return "; ".join(parts + [f"{runs} run{'s' if runs != 1 else ''}"])
+
+
+def render(frame: Any, fmt: str) -> str:
+    """The report table in one of FORMATS: csv and json carry every column unformatted; md, latex
+    and html the formatted view, with every cell escaped for its format."""
+    if frame.empty:
+        return ""
+    if fmt == "csv":
+        return str(frame.to_csv(index=False))
+    if fmt == "json":
+        return str(frame.to_json(orient="records", indent=1)) + "\n"
+    shown = display_frame(frame)
+    if fmt == "md":
+        escaped = shown.map(lambda v: str(v).replace("|", "\\|"))
+        return (
+            context_line(frame) + "\n\n" + str(escaped.to_markdown(index=False, disable_numparse=True)) + "\n"
+        )
+    if fmt == "latex":
+        return str(shown.to_latex(index=False, escape=True, caption=context_line(frame)))
+    if fmt == "html":
+        return f"<p>{html.escape(context_line(frame))}</p>\n" + str(
+            shown.to_html(index=False, escape=True, border=0)
+        )
+    raise ValueError(f"unknown format {fmt}")
+
+
+def compute_optimal_text(run_dir: Any) -> str:
+    """The compute-optimal policy of one scored run against the best single arm, as a few lines."""
+    from tsbench.compute_optimal import for_run
+    from tsbench.tables import load_run
+
+    result = for_run(load_run(run_dir, rescore=False))
+    rows = [
+        [
+            r["level"],
+            f"{100 * r['policy_accuracy']:.1f} [{100 * r['policy_ci_low']:.1f}, {100 * r['policy_ci_high']:.1f}]",
+            f"{r['baseline_arm']}: {100 * r['baseline_accuracy']:.1f}",
+            f"{100 * r['difference']:+.1f} (p = {r['p_value']:.3g})",
+            r["policy"],
+        ]
+        for r in result.levels.to_dict("records")
+    ]
+    head = (
+        f"compute-optimal policy, run {run_dir}: chosen per {result.difficulty} bin on "
+        f"{len(result.selection)} problems, scored on the other {len(result.evaluation)} (oracle arms excluded)"
+    )
+    headers = ["level", "policy % [95% CI]", "best single arm %", "difference", "choice per bin"]
+    return head + "\n" + tabulate(rows, headers=headers, disable_numparse=True)

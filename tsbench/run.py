@@ -6,6 +6,8 @@ generates and records.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -61,12 +63,62 @@ class Prepared:
         return [pool for pool in POOLS if any(a.strategy.pool == pool for a in self.arms)]
 
 
+def check_options(factory: Any, options: dict[str, Any], where: str) -> None:
+    """Refuse an option the factory does not take, or one of a plainly wrong type (text where
+    it takes a number), in one line naming the option, its value and what it takes."""
+    target = factory.__init__ if isinstance(factory, type) else factory  # type: ignore[misc]
+    try:
+        hints = typing.get_type_hints(target)
+        parameters = inspect.signature(target).parameters
+    except (NameError, TypeError, ValueError):
+        return
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    for key, value in options.items():
+        if key not in parameters and not takes_any:
+            known = ", ".join(k for k in parameters if k not in ("self", "runner")) or "none"
+            raise UserError(f"{where}: unknown option '{key}'; it takes: {known}")
+        allowed = _plain_types(hints.get(key))
+        if allowed and value is not None and not _fits(value, allowed):
+            names = " or ".join(t.__name__ for t in allowed)
+            raise UserError(
+                f"{where}.{key}: {value!r} is not {names}; give e.g. {key}={_example(allowed[0])}"
+            )
+
+
+def _plain_types(hint: Any) -> tuple[type, ...]:
+    """int, float, bool, str (or those or None); () for anything else, which is not checked."""
+    plain = (int, float, bool, str)
+    if hint in plain:
+        return (hint,)
+    args = typing.get_args(hint)
+    if args and type(None) in args and all(a in plain or a is type(None) for a in args):
+        return tuple(a for a in args if a is not type(None))
+    return ()
+
+
+def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    return isinstance(value, allowed)
+
+
+def _example(kind: type) -> str:
+    return {int: "4", float: "0.5", bool: "true", str: "TEXT"}[kind]
+
+
 def build_strategy(spec: RunSpec, name: str) -> Any:
     factory = plugins.strategies.get(name)
     options = spec.strategy_options.get(name, {})
+    check_options(factory, options, f"strategy_options.{name}")
     try:
         return factory(**options)
     except TypeError as exc:
+        raise UserError(
+            f"strategy_options.{name}: {exc}; see the strategy's docstring for its options"
+        ) from None
+    except ValueError as exc:
         raise UserError(
             f"strategy_options.{name}: {exc}; see the strategy's docstring for its options"
         ) from None
@@ -108,6 +160,9 @@ def build_verifiers(prepared: Prepared, runner: Runner) -> dict[str, Any]:
     of the wrong shape are dropped, and a strategy left with no verifier is an input error.
     """
     names = sorted({a.verifier for a in prepared.arms if a.verifier is not None})
+    for name in names:
+        options = prepared.spec.verifier_options.get(name, {})
+        check_options(plugins.verifiers.get(name), options, f"verifier_options.{name}")
     built = {
         name: plugins.verifiers.get(name)(runner, **prepared.spec.verifier_options.get(name, {}))
         for name in names
@@ -142,6 +197,8 @@ class WithParameterCount:
 
     def __init__(self, runner: Any, parameters: int) -> None:
         self._runner, self._parameters = runner, parameters
+        # The run's identity hashes the runner's module: the wrapped runner's, not this one's.
+        self.__module__ = getattr(runner, "__module__", type(self).__module__)
 
     def info(self) -> RunnerInfo:
         return replace(self._runner.info(), parameters=self._parameters)
@@ -150,10 +207,33 @@ class WithParameterCount:
         return getattr(self._runner, name)
 
 
-def open_runner(spec: RunSpec) -> Any:
-    """The spec's runner, loaded; wrapped to report --param-count where the spec gives one."""
-    runner = plugins.runners.get(spec.runner)(model=spec.model, threads=spec.threads, **spec.runner_options)
-    return WithParameterCount(runner, spec.param_count) if spec.param_count else runner
+def open_runner(spec: RunSpec, cache: bool = True) -> Any:
+    """The spec's runner, loaded; wrapped to report --param-count where the spec gives one, and
+    behind the generation cache (tsbench.cache) unless `cache` is False or $TSBENCH_GENERATION_CACHE=off."""
+    from tsbench.cache import with_cache
+
+    factory = plugins.runners.get(spec.runner)
+    try:
+        runner = factory(model=spec.model, threads=spec.threads, **spec.runner_options)
+    except UserError:
+        raise
+    except Exception as exc:
+        if not spec.runner_options:
+            raise
+        # The runners' factories take **options: a wrong name or type shows only here.
+        raise UserError(
+            f"runner {spec.runner} could not start with runner_options {spec.runner_options} "
+            f"({type(exc).__name__}: {str(exc)[:160]}); check each option's name and type in the runner's docstring"
+        ) from None
+    if spec.param_count:
+        runner = WithParameterCount(runner, spec.param_count)
+    if not cache:
+        return runner
+    try:
+        return with_cache(runner, spec.runner, spec.model, spec.runner_options)
+    except BaseException:
+        runner.close()
+        raise
 
 
 def check_budgets(prepared: Prepared, runner: Runner, parameters: int, verifiers: dict[str, Any]) -> None:

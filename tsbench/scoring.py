@@ -142,6 +142,12 @@ class Grader:
         many = getattr(self.task, "canonical_many", None)
         forms = many(new) if callable(many) else [canonical_answer(self.task, a) for a in new]
         self._canonical.update(zip(new, forms, strict=True))
+        # A task that runs answers (code in a sandbox) grades the new ones together, in parallel.
+        batch = getattr(self.task, "verdict_many", None)
+        unseen = list(dict.fromkeys(a for a in answers if (problem.id, a) not in self._verdicts))
+        if callable(batch) and len(unseen) > 1:
+            for answer, verdict in zip(unseen, batch(unseen, problem), strict=True):
+                self._verdicts[(problem.id, answer)] = (verdict.correct, verdict.status)
         graded = []
         for answer in answers:
             key = (problem.id, answer)

@@ -83,7 +83,7 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 def speed_command(spec: RunSpec, repeats: int, json_path: str | None) -> int:
     """`tsbench speed`: load the runner once, time every arm, print the table."""
     prepared = prepare(spec)
-    runner = open_runner(prepared.spec)
+    runner = open_runner(prepared.spec, cache=False)  # speed is measured, never read back
     try:
         prepared.spec = replace(prepared.spec, batch_sequences=batch_sequences(prepared.spec, runner))
         rows = arm_speeds(prepared, runner, repeats)

@@ -11,6 +11,14 @@ the rollout-value verifier for Math-Shepherd's Monte Carlo values instead). Ever
 one visit of each node on the way up, so a node's visits count the evaluations below it and its
 value is their mean.
 
+Leaves in parallel (`parallel_leaves` P): one round selects up to P distinct open leaves, each
+walk adding a virtual loss (a visit of value 0) to its path so the next walk is steered elsewhere,
+as batched MCTS does (Chaslot et al. 2008; mctx); the virtual visits are removed before the real
+values go up. The P expansions are one generate need and one scoring need, so a search keeps the
+engine busy with P * k sequences instead of k. Each expansion counts as one iteration. With P = 1
+this is plain sequential MCTS. A round takes P leaves only while all fit at the full step cap;
+otherwise it takes fewer, down to one leaf at the largest cap that fits.
+
 Budget: each expansion's worst case, rollouts included, is checked before it is taken
 (stepping.py); the rollouts are checked again, exactly, once the children are known, and are
 shortened or skipped (the child keeps its own score) when they no longer fit.
@@ -90,6 +98,35 @@ def backpropagate(nodes: Sequence[Node], values: Sequence[float]) -> None:
         node.value_sum += sum(values)
 
 
+def select_leaves(root: Node, exploration: float, most: int) -> tuple[list[list[Node]], int]:
+    """Up to `most` walks by UCT, each to a distinct open leaf, with virtual loss between walks.
+
+    A walk that ends on a complete node re-values it at once (one iteration, nothing to generate);
+    picking stops at the first walk that returns to a leaf already picked.
+
+    Returns:
+        (walks to open leaves, number of complete nodes re-valued); walks + re-valued <= most.
+    """
+    walks: list[list[Node]] = []
+    revalued = 0
+    while len(walks) + revalued < most:
+        nodes = select(root, exploration)
+        leaf = nodes[-1]
+        if leaf.path.done:
+            backpropagate(nodes, [leaf.path.score("last")])
+            revalued += 1
+        elif any(leaf is walk[-1] for walk in walks):
+            break
+        else:
+            walks.append(nodes)
+            for node in nodes:
+                node.visits += 1
+    for walk in walks:
+        for node in walk:
+            node.visits -= 1
+    return walks, revalued
+
+
 def most_visited(root: Node) -> list[Node]:
     nodes = [root]
     while nodes[-1].children:
@@ -121,6 +158,7 @@ class MCTS:
         evaluation: "verifier" (process score of the new step) or "rollout".
         rollout_tokens: cap of a rollout.
         max_iterations: iterations at most; None for 8 * N.
+        parallel_leaves: P, leaves expanded together in one round (virtual loss).
         delimiter: text between steps.
         temperature, top_p: sampling of each step.
         max_step_tokens: cap per step.
@@ -143,12 +181,14 @@ class MCTS:
         top_p: float = 1.0,
         max_step_tokens: int = 256,
         max_steps: int = 12,
+        parallel_leaves: int = 4,
     ) -> None:
         if evaluation not in ("verifier", "rollout"):
             raise ValueError(f"unknown evaluation '{evaluation}'; use verifier or rollout")
         self.exploration, self.expansions, self.evaluation = float(exploration), int(expansions), evaluation
         self.rollout_tokens = int(rollout_tokens)
         self.max_iterations = None if max_iterations is None else int(max_iterations)
+        self.parallel_leaves = max(1, int(parallel_leaves))
         self.delimiter = delimiter
         self.steps = StepOptions(
             delimiter, float(temperature), float(top_p), int(max_step_tokens), int(max_steps)
@@ -157,21 +197,42 @@ class MCTS:
     def budgets(self, requested: Sequence[int]) -> list[int]:
         return list(requested)
 
-    def rollouts_at(self, stepper: Stepper, leaf: Path) -> CostAt | None:
-        """The worst case of rolling out each of the leaf's children, at step cap e: each rollout's
-        prompt is the leaf's plus at most e tokens of step, and its one final step (the child's
+    def rollouts_at(self, stepper: Stepper, leaves: Sequence[Path]) -> CostAt | None:
+        """The worst case of rolling out each of the leaves' children, at step cap e: each rollout's
+        prompt is its leaf's plus at most e tokens of step, and its one final step (the child's
         step, then the rollout) has at most e + rollout_tokens tokens."""
         if self.evaluation != "rollout":
             return None
-        k, request = self.expansions, stepper.request(leaf, 1, stop=False)
-        prompt = stepper.count(request) if stepper.bounded else 0
-        placeholders = [[*leaf.steps, ""]] * k
+        k = self.expansions
+        requests = [stepper.request(leaf, 1, stop=False) for leaf in leaves]
+        prompts = sum(stepper.count(r) for r in requests) if stepper.bounded else 0
+        placeholders = [[*leaf.steps, ""] for leaf in leaves for _ in range(k)]
 
         def cost(cap: int) -> tuple[float, VerifierSpend]:
-            policy = k * (prompt + cap + SLACK_TOKENS + self.rollout_tokens)
+            policy = k * prompts + len(placeholders) * (cap + SLACK_TOKENS + self.rollout_tokens)
             return policy, stepper.bound(placeholders, cap + self.rollout_tokens)
 
         return cost
+
+    def expand(self, stepper: Stepper, walks: list[list[Node]]) -> Yields:
+        """k next steps of each walk's leaf in one round: all of them while they fit at the full step
+        cap, else fewer, down to one leaf at the largest cap that fits.
+
+        Returns:
+            (cap, each expanded leaf's children, the walks expanded); cap 0 when none fits.
+        """
+        leaves = [walk[-1].path for walk in walks]
+        for count in range(len(walks), 0, -1):
+            full_cap_only = count > 1
+            cap, groups = yield from stepper.step(
+                leaves[:count],
+                [self.expansions] * count,
+                self.rollouts_at(stepper, leaves[:count]),
+                min_cap=self.steps.max_step_tokens if full_cap_only else 1,
+            )
+            if cap >= 1 or not full_cap_only:
+                return cap, groups, walks[:count]
+        return 0, [], []
 
     def evaluate(self, stepper: Stepper, children: Sequence[Path]) -> Yields:
         """Returns one value per new child."""
@@ -219,24 +280,27 @@ class MCTS:
             if not has_open_leaf(root):
                 stopped = "no open leaf"
                 break
-            nodes = select(root, self.exploration)
-            leaf = nodes[-1]
-            if leaf.path.done:
-                backpropagate(nodes, [leaf.path.score("last")])
-            else:
-                cap, groups = yield from stepper.step(
-                    [leaf.path], [self.expansions], self.rollouts_at(stepper, leaf.path)
-                )
-                if cap < 1:
-                    stopped = "budget"
-                    break
-                caps.append(cap)
-                values = yield from self.evaluate(stepper, groups[0])
-                leaf.children = [
-                    Node(c, visits=1, value_sum=v) for c, v in zip(groups[0], values, strict=True)
+            walks, revalued = select_leaves(
+                root, self.exploration, min(self.parallel_leaves, limit - iterations)
+            )
+            iterations += revalued
+            if not walks:
+                continue
+            cap, groups, walks = yield from self.expand(stepper, walks)
+            if cap < 1:
+                stopped = "budget"
+                break
+            caps.append(cap)
+            values = yield from self.evaluate(stepper, [child for group in groups for child in group])
+            start = 0
+            for walk, group in zip(walks, groups, strict=True):
+                group_values = values[start : start + len(group)]
+                start += len(group)
+                walk[-1].children = [
+                    Node(c, visits=1, value_sum=v) for c, v in zip(group, group_values, strict=True)
                 ]
-                backpropagate(nodes, values)
-            iterations += 1
+                backpropagate(walk, group_values)
+            iterations += len(walks)
         finished = solutions(root)
         trace = {
             "tree": root.as_dict(),
@@ -245,6 +309,7 @@ class MCTS:
             "complete": len(finished),
             "stopped": stopped,
             "exploration": self.exploration,
+            "parallel_leaves": self.parallel_leaves,
         }
         if stopped == "budget" and not caps:
             return (yield from stepper.fallback(trace))

@@ -1,10 +1,12 @@
 """What the step-wise searches (beam search, DVTS, MCTS) share: paths, step sampling, the budget.
 
 Steps. A step is what the policy writes up to the step delimiter. How it ended decides its path:
-"stop" (at the delimiter) and the path goes on; "eos" and the solution is complete; "length" (the
-step cap) and it is complete too, as search-and-learn treats it. An empty step completes its
-parent without adding a step; a path with `max_steps` steps is complete. Complete paths are never
-extended, and children with the same steps as a sibling are merged into one.
+"stop" at the delimiter and the path goes on; "stop" at one of the task's stop strings (which every
+step request carries beside the delimiter; the delimiter wins where they coincide), or "eos", and
+the solution is complete; "length" (the step cap) and it is complete too, as search-and-learn
+treats it. An empty step completes its parent without adding a step; a path with `max_steps`
+steps is complete. Complete paths are never extended, and children with the same steps as a
+sibling are merged into one.
 
 Budget. Spend is canonical (ledger.py): each request's prompt once, plus generated tokens, plus
 the verifier's tokens unless `budget.policy_only`; FLOPs likewise. Before each round `step` takes
@@ -36,7 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import Completion, GenerationRequest, GenerationResult, PublicProblem, PublicTask
+from tsbench.contracts import (
+    Completion,
+    GenerationRequest,
+    GenerationResult,
+    PublicProblem,
+    PublicTask,
+    task_stop,
+)
 from tsbench.ledger import Spend, forward_flops, policy_spend
 from tsbench.verifiers.base import (
     AGGREGATES,
@@ -133,6 +142,9 @@ class Stepper:
         self.task, self.estimates = task, estimates
         self.budget, self.rng, self.options = budget, rng, options
         self.delimiter = options.delimiter
+        # A step ends at the delimiter or at one of the task's stop strings (which end the answer).
+        self.task_stop = task_stop(task)
+        self.step_stop = tuple(dict.fromkeys((self.delimiter, *self.task_stop)))
         self.messages = tuple((m["role"], m["content"]) for m in task.messages(problem))
         self.parameters = estimates.parameters
         self.spend = Spend()
@@ -153,7 +165,8 @@ class Stepper:
         if not step.strip():
             return Path(list(parent.steps), list(parent.scores), True, list(parent.logprobs))
         steps = [*parent.steps, step]
-        done = completion.stop_reason != "stop" or len(steps) >= self.options.max_steps
+        ended = completion.stop_string not in (None, self.delimiter)  # at a task stop string
+        done = completion.stop_reason != "stop" or ended or len(steps) >= self.options.max_steps
         return Path(steps, list(parent.scores), done, [*parent.logprobs, mean_logprob(completion)])
 
     # -- the budget --------------------------------------------------------------------------------
@@ -222,7 +235,7 @@ class Stepper:
             temperature=0.0 if greedy else self.options.temperature,
             top_p=1.0 if greedy else self.options.top_p,
             max_tokens=self.options.max_step_tokens,
-            stop=(self.delimiter,) if stop else (),
+            stop=self.step_stop if stop else self.task_stop,
             seeds=tuple(int(s) for s in self.rng.integers(0, 2**31 - 1, size=n)),
             logprobs=0,
             continuation=self.prefix(path),

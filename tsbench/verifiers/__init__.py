@@ -5,6 +5,14 @@ tsbench.plugins.verifiers; `runner` is the policy runner, which the model-using 
 (llm-judge, rollout-value) use unless given another. hf-reward imports torch only when built.
 """
 
-from . import hf_reward, llm_judge, oracle, rollout_value, rule_rewards, self_certainty
+from . import hf_reward, llm_judge, oracle, public_tests, rollout_value, rule_rewards, self_certainty
 
-__all__ = ["hf_reward", "llm_judge", "oracle", "rollout_value", "rule_rewards", "self_certainty"]
+__all__ = [
+    "hf_reward",
+    "llm_judge",
+    "oracle",
+    "public_tests",
+    "rollout_value",
+    "rule_rewards",
+    "self_certainty",
+]
