@@ -28,7 +28,7 @@ GOOD = "def f(x):\n    return x + 1\n"
 def _available(kind: str) -> object:
     reason = {
         "bwrap": "bubblewrap cannot run here (apt-get install bubblewrap; needs user namespaces or root)",
-        "unshare": "`unshare` cannot make namespaces here (needs root or unprivileged user namespaces)",
+        "unshare": "the `unshare` fallback failed its probe here (it needs root or unprivileged user namespaces)",
     }[kind]
     return pytest.param(kind, marks=pytest.mark.skipif(not _works(kind), reason=reason))
 

@@ -178,12 +178,20 @@ def _unshare(limits: Limits) -> tuple[list[str], dict[str, Any]]:
     if not root:
         command += ["--user", "--map-root-user"]
     options = f"size={limits.disk_mb}m,mode=1777"
-    mounts: list[list[str]] = []
-    for path in ("/tmp", "/dev/shm", "/var/tmp"):
-        if os.path.isdir(path):
-            mounts.append(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path])
-    mounts += [["mkdir", "/tmp/sandbox", "1777"], ["mkdir", "/tmp/.stash", "700"]]
+    covered = [path for path in ("/tmp", "/dev/shm", "/var/tmp") if os.path.isdir(path)]
     needed = [*_python_roots(), str(HARNESS)]
+    # An interpreter or checkout under a folder the private tmpfs covers (a venv in /tmp, as CI
+    # makes) is bound aside first, on a private /mnt, and bound back once the tmpfs is in place.
+    inside_covered = [p for p in needed if any(p == c or p.startswith(c + "/") for c in covered)]
+    mounts: list[list[str]] = []
+    if inside_covered:
+        mounts.append(["mount", "-t", "tmpfs", "-o", "size=1m,mode=700", "tmpfs", "/mnt"])
+        for n, path in enumerate(inside_covered):
+            mounts += [["mkdir", f"/mnt/{n}", "700"], ["mount", "--rbind", path, f"/mnt/{n}"]]
+    mounts += [["mount", "-t", "tmpfs", "-o", options, "tmpfs", path] for path in covered]
+    for n, path in enumerate(inside_covered):
+        mounts += [["mkdir", path, "755"], ["mount", "--rbind", f"/mnt/{n}", path]]
+    mounts += [["mkdir", "/tmp/sandbox", "1777"], ["mkdir", "/tmp/.stash", "700"]]
     closed = sorted({f for f in map(_reachable, needed) if f is not None}) if root else []
     for n, folder in enumerate(closed):  # let uid 65534 through a closed folder, to these paths only
         stash = f"/tmp/.stash/{n}"
