@@ -208,14 +208,21 @@ def load_gguf(torch: Any, path: Path, device: Any, dtype: Any) -> tuple[Any, str
     if cached is not None:
         loaded: Any = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
         return loaded.to(device), sha256
+    loaded = read_gguf(torch, path)
+    save_gguf_cache(path, sha256, loaded)
+    return loaded.to(device=device, dtype=dtype), sha256
+
+
+def read_gguf(torch: Any, path: Path) -> Any:
+    """A GGUF dequantized to fp32 by transformers' reader; one clear line when it cannot be read."""
+    from transformers import AutoModelForCausalLM
+
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UserError(
             f"model file {path} could not be loaded by transformers' GGUF reader ({exc}); pass a valid GGUF"
         ) from None
-    save_gguf_cache(path, sha256, loaded)
-    return loaded.to(device=device, dtype=dtype), sha256
 
 
 def random_model(torch: Any, model: str | None, device: Any, dtype: Any) -> tuple[Any, str]:

@@ -19,7 +19,7 @@ from tsbench.provenance import file_sha256
 
 from .chat import render
 from .embedded import EMBEDDED_ID, embedded_gguf
-from .hf_loading import cache_root, cached_gguf, save_gguf_cache
+from .hf_loading import cache_root, cached_gguf, read_gguf, save_gguf_cache
 
 TIED_FILE = "tied-aliases.safetensors"
 
@@ -30,15 +30,8 @@ def _folder_from_gguf(path: Path, sha256: str) -> Path:
     if cached is not None:
         return cached
     import torch
-    from transformers import AutoModelForCausalLM
 
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise UserError(
-            f"model file {path} could not be read by transformers' GGUF reader ({exc}); pass a valid GGUF"
-        ) from None
-    save_gguf_cache(path, sha256, loaded)
+    save_gguf_cache(path, sha256, read_gguf(torch, path))
     cached = cached_gguf(sha256)
     if cached is None:
         raise UserError(
