@@ -9,7 +9,6 @@ under the same rule as every other engine (runners/sampling.py).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import inspect
 import time
@@ -19,15 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
+from tsbench.contracts import Completion, GenerationRequest, GenerationResult, Message, RunnerInfo
 from tsbench.errors import UserError
 
-from .chat import render
+from .chat import prompt_text, render
 from .cpu_load import default_threads
 from .hf_loading import (
     SAMPLERS,
     Loaded,
     adds_bos,
+    attention_backends,
     check_vocab,
     eos_ids,
     load_model,
@@ -37,7 +37,17 @@ from .hf_loading import (
     pick_dtype,
     random_model,
 )
-from .sampling import Draw, completion_of, device_draws, draw, find_stop
+from .sampling import (
+    Draw,
+    check_min_tokens,
+    completion_of,
+    device_draws,
+    draw,
+    eos_allowed,
+    find_stop,
+    stops_checked,
+)
+from .token_counting import tokenizer_count
 
 
 @dataclass
@@ -126,6 +136,7 @@ class HFRunner:
         self._keep_arg = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
         self.eos = eos_ids(self.model, self.tokenizer)
+        self._eos_ids = sorted(self.eos)  # banned below min_tokens
         self.pad_id = pad_id(self.tokenizer, self.eos)
         self._add_bos = adds_bos(self.tokenizer)
         self._piece_cache: dict[int, str] = {}
@@ -156,18 +167,18 @@ class HFRunner:
         if self.device.type == "cuda":
             self._torch.cuda.empty_cache()
 
-    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        messages = request.message_dicts()
+    def _chat(self, messages: list[Message], options: dict[str, Any]) -> str:
         template = self.template or self.tokenizer.chat_template
-        if template:
-            text = str(
-                self.tokenizer.apply_chat_template(
-                    messages, chat_template=template, add_generation_prompt=True, tokenize=False
-                )
+        if not template:  # a tokenizer with no template of its own gets ChatML, as llama.cpp's does
+            return render(None, messages, options=options)
+        return str(
+            self.tokenizer.apply_chat_template(
+                messages, chat_template=template, add_generation_prompt=True, tokenize=False, **options
             )
-        else:  # a tokenizer with no template of its own gets ChatML, as the llama.cpp runner does
-            text = render(None, messages)
-        text += request.continuation
+        )
+
+    def prompt_tokens(self, request: GenerationRequest) -> list[int]:
+        text = prompt_text(request, self._chat)
         ids = list(self.tokenizer(text, add_special_tokens=False).input_ids)
         bos_text = self.tokenizer.bos_token or ""
         if self._add_bos and not (bos_text and text.startswith(bos_text)):
@@ -177,7 +188,13 @@ class HFRunner:
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_tokens(request))
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone (runners/token_counting.py)."""
+        return tokenizer_count(self.tokenizer, text)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        for request in requests:
+            check_min_tokens(request)
         prompts = [self.prompt_tokens(r) for r in requests]
         for i, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
             if len(prompt) + request.max_tokens > self.n_ctx:
@@ -191,7 +208,7 @@ class HFRunner:
         self.last_stats = dict.fromkeys(("prefill_s", "forward_s", "sample_s", "steps", "waves"), 0.0)
         items = [(i, s) for i, r in enumerate(requests) for s in range(r.n)]
         started = time.perf_counter()
-        with self._torch.inference_mode(), self._attention_backends():
+        with self._torch.inference_mode(), attention_backends(self.device, self.cudnn_attention):
             for at in range(0, len(items), self.batch_size):
                 wave = items[at : at + self.batch_size]
                 self._run_wave(wave, requests, prompts, completions, computed, ttft, started)
@@ -208,20 +225,6 @@ class HFRunner:
         ]
 
     # -- decoding --------------------------------------------------------------------------------
-
-    def _attention_backends(self) -> contextlib.AbstractContextManager[Any]:
-        """SDPA backends for generation: all but cuDNN's on CUDA, unless cudnn_attention.
-
-        cuDNN's attention builds an execution plan for each new shape; decoding meets a new KV
-        length at every step, and the first batch of 8x16 samples x 256 tokens ran 3x slower than
-        the same batch repeated (H100, torch 2.11). The memory-efficient kernel needs no plan.
-        """
-        if self.device.type != "cuda" or self.cudnn_attention:
-            return contextlib.nullcontext()
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-        return sdpa_kernel(backends)
 
     def _sync(self) -> None:
         # Only to charge GPU time to the step that spent it in last_stats; the next step's token
@@ -326,15 +329,7 @@ class HFRunner:
         if self.sampler == "numpy":
             host = logits.float().cpu().numpy()
             return [
-                None
-                if seq.finish is not None
-                else draw(
-                    host[r],
-                    requests[seq.request].temperature,
-                    requests[seq.request].top_p,
-                    seq.rng,
-                    requests[seq.request].logprobs or 0,
-                )
+                None if seq.finish is not None else self._draw(host[r], seq, requests[seq.request])
                 for r, seq in enumerate(rows)
             ]
         temperatures = [requests[seq.request].temperature for seq in rows]
@@ -346,15 +341,20 @@ class HFRunner:
             for seq, t in zip(rows, temperatures, strict=True)
         ]
         k = max((requests[seq.request].logprobs or 0) for seq in rows)
-        draws = device_draws(logits, temperatures, top_ps, uniforms, k)
-        out: list[Draw | None] = []
-        for seq, choice in zip(rows, draws, strict=True):
-            if seq.finish is not None:
-                out.append(None)
-                continue
-            want = requests[seq.request].logprobs or 0
-            out.append(Draw(choice.token, choice.logprob, dict(list(choice.top.items())[:want])))
-        return out
+        banned = [() if seq.finish is not None else self._banned(seq, requests[seq.request]) for seq in rows]
+        draws = device_draws(logits, temperatures, top_ps, uniforms, k, banned)
+        wants = [requests[seq.request].logprobs or 0 for seq in rows]
+        return [
+            None if seq.finish is not None else Draw(c.token, c.logprob, dict(list(c.top.items())[:want]))
+            for seq, c, want in zip(rows, draws, wants, strict=True)
+        ]
+
+    def _banned(self, seq: _Sequence, request: GenerationRequest) -> Sequence[int]:
+        """The ids `seq` may not draw next: every EOS id while it is below min_tokens."""
+        return () if eos_allowed(request, len(seq.tokens)) else self._eos_ids
+
+    def _draw(self, logits: np.ndarray, seq: _Sequence, req: GenerationRequest) -> Draw:
+        return draw(logits, req.temperature, req.top_p, seq.rng, req.logprobs or 0, self._banned(seq, req))
 
     def _piece(self, token: int) -> str:
         if token not in self._piece_cache:
@@ -384,7 +384,8 @@ class HFRunner:
             added = window[len(shown) :]
             seq.text += added
             seq.prefix, seq.read = seq.read, len(seq.tokens)
-        stop = find_stop(seq.text, request.stop, len(seq.text) - len(added)) if added else None
+        checked = added and stops_checked(request, len(seq.tokens))
+        stop = find_stop(seq.text, request.stop, len(seq.text) - len(added)) if checked else None
         if stop is not None:
             seq.text = seq.text[: stop[0]]
             self._finish(seq, "stop", stop[1])

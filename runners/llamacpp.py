@@ -17,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from tsbench.contracts import GenerationRequest, GenerationResult, RunnerInfo
+from tsbench.contracts import GenerationRequest, GenerationResult, Message, RunnerInfo
 from tsbench.errors import UserError
 from tsbench.provenance import file_sha256
 
-from .chat import render
+from .chat import prompt_text, render
 from .cpu_load import OtherLoad, available_cores, default_threads
 from .embedded import resolve_model_file
 from .llamacpp_session import Session, _Sequence
-from .sampling import draw, find_stop
+from .sampling import draw, eos_allowed, find_stop, stops_checked
 
 
 def gguf_file_type(value: str | None, lib: Any) -> str:
@@ -53,7 +53,19 @@ class LlamaCppRunner:
         n_ctx: int = 16384,
         n_batch: int = 512,
         repack: bool = False,
+        chat_template: str | None = None,
     ) -> None:
+        """Load a GGUF.
+
+        Args:
+            model: None for the embedded GGUF, else a .gguf file.
+            threads: CPU threads (default: the cores other processes leave idle, re-checked).
+            parallel: KV sequences, the most samples decoded at once.
+            n_ctx: KV cells shared by all sequences.
+            n_batch: prompt tokens evaluated per decode call.
+            repack: llama.cpp's weight repacking (off: see below).
+            chat_template: a Jinja chat template to use instead of the GGUF's.
+        """
         import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaModel
         from llama_cpp._logger import set_verbose
@@ -96,9 +108,10 @@ class LlamaCppRunner:
         self.vocab = llama_cpp.llama_model_get_vocab(self.model.model)
         self.n_vocab = self.model.n_vocab()
         self.eog = {t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t)}
+        self.eog_ids = sorted(self.eog)  # banned below min_tokens
         self.pieces = [self._token_bytes(t, special=False) for t in range(self.n_vocab)]
         metadata = self.model.metadata()
-        self.template = metadata.get("tokenizer.chat_template")
+        self.template = chat_template or metadata.get("tokenizer.chat_template")
         self.bos_text = self._piece(self.model.token_bos()) if self.model.token_bos() >= 0 else ""
         self.dtype = gguf_file_type(metadata.get("general.file_type"), llama_cpp)
         self._sha256: str | None = None
@@ -132,10 +145,17 @@ class LlamaCppRunner:
     def _piece(self, token: int) -> str:
         return self._token_bytes(token, special=True).decode("utf-8", errors="replace")
 
+    def _chat(self, messages: list[Message], options: dict[str, Any]) -> str:
+        return render(self.template, messages, bos=self.bos_text, options=options)
+
     def prompt_tokens(self, request: GenerationRequest) -> list[int]:
-        text = render(self.template, request.message_dicts(), bos=self.bos_text) + request.continuation
+        text = prompt_text(request, self._chat)
         add_bos = self.model.add_bos_token() and not (self.bos_text and text.startswith(self.bos_text))
         return list(self.model.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone (runners/token_counting.py), split as prompts are."""
+        return len(self.model.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
 
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         """GenerationResult.prompt_tokens of `request`, without generating."""
@@ -220,7 +240,8 @@ class LlamaCppRunner:
         self, seq: _Sequence, logits: np.ndarray, request: GenerationRequest, prompt_len: int
     ) -> None:
         """Sample the next token of `seq` and decide whether it has finished."""
-        choice = draw(logits, request.temperature, request.top_p, seq.rng, request.logprobs or 0)
+        banned = () if eos_allowed(request, len(seq.tokens)) else self.eog_ids
+        choice = draw(logits, request.temperature, request.top_p, seq.rng, request.logprobs or 0, banned)
         if choice.token in self.eog:
             self._finish(seq, "eos")
             return
@@ -231,7 +252,7 @@ class LlamaCppRunner:
         seq.raw += self.pieces[choice.token]
         shown = len(seq.text)
         seq.text = seq.raw.decode("utf-8", errors="ignore")
-        stop = find_stop(seq.text, request.stop, shown)
+        stop = find_stop(seq.text, request.stop, shown) if stops_checked(request, len(seq.tokens)) else None
         if stop is not None:
             seq.text = seq.text[: stop[0]]
             self._finish(seq, "stop", stop[1])

@@ -26,7 +26,7 @@ import numpy as np
 from tsbench.contracts import Completion, GenerationRequest, GenerationResult
 from tsbench.errors import UserError
 
-from .sampling import completion_of
+from .sampling import check_min_tokens, completion_of
 
 
 @dataclass
@@ -85,6 +85,7 @@ class Session:
     def add(self, request: GenerationRequest) -> int:
         """Queue a request; returns its key."""
         runner, key = self.runner, len(self.entries)
+        check_min_tokens(request)
         prompt = runner.prompt_tokens(request)
         if request.n > runner.parallel:
             raise UserError(

@@ -13,11 +13,11 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from tsbench.contracts import GenerationRequest
+from tsbench.contracts import GenerationRequest, Message
 from tsbench.errors import UserError
 from tsbench.provenance import file_sha256
 
-from .chat import render
+from .chat import prompt_text, render
 from .embedded import EMBEDDED_ID, embedded_gguf
 from .hf_loading import cache_root, cached_gguf, read_gguf, save_gguf_cache
 
@@ -145,18 +145,21 @@ def folder_parameters(folder: Path) -> int:
     )
 
 
+def _chat(tokenizer: Any, messages: list[Message], options: dict[str, Any]) -> str:
+    """The tokenizer's chat template (ChatML where it has none) with the template options."""
+    if not getattr(tokenizer, "chat_template", None):
+        return render(None, messages, options=options)
+    return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **options))
+
+
 def chat_prompt_ids(tokenizer: Any, request: GenerationRequest) -> list[int]:
-    """A request's prompt as token ids: the chat template's assistant opening plus the continuation.
+    """A request's prompt as token ids: the chat template's assistant opening plus the continuation
+    (or the plain prompt, for template=False).
 
     Rendering to text and appending the continuation there (rather than sending an assistant
     message) keeps the partial answer open, exactly as the llama.cpp and hf runners do.
     """
-    messages = request.message_dicts()
-    if getattr(tokenizer, "chat_template", None):
-        text = str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-    else:
-        text = render(None, messages)
-    text += request.continuation
+    text = prompt_text(request, lambda messages, options: _chat(tokenizer, messages, options))
     ids = list(tokenizer(text, add_special_tokens=False).input_ids)
     bos_id, bos_text = tokenizer.bos_token_id, tokenizer.bos_token or ""
     if bos_id is not None and not (bos_text and text.startswith(bos_text)):

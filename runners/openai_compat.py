@@ -1,4 +1,9 @@
-"""Any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server) through /v1/chat/completions.
+"""Any OpenAI-compatible server (vLLM, SGLang, llama.cpp's server) through /v1/chat/completions,
+or /v1/completions for plain prompts (GenerationRequest.template False).
+
+min_tokens and template options go as vLLM's and SGLang's `min_tokens` and `chat_template_kwargs`
+(llama-cpp-python reads the first, not the second); a sample that ends before min_tokens anyway
+(llama-cpp-python checks stop strings below it) is an error, not a result.
 
 Each sample is its own request carrying its own seed, so samples are reproducible one by one
 where the server honours seeds. Requests run with bounded concurrency and retry with exponential
@@ -33,16 +38,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
+from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo, plain_prompt
 from tsbench.errors import UserError
 
-from .sampling import engine_stop
+from .chat import template_options
+from .sampling import check_min_tokens, engine_stop, short_of_min_tokens, stop_streamed_past, stream_choice
+from .token_counting import ServerTokenizer
 
 BASE_URL_ENV = "TSBENCH_OPENAI_BASE_URL"
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 RETRY_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 # Fields some servers add to a finished choice to say what ended it: vLLM's, SGLang's.
 MATCHED_FIELDS = ("stop_reason", "matched_stop")
+CHAT, PLAIN = "/chat/completions", "/completions"
 
 
 class ServerError(UserError, RuntimeError):
@@ -99,6 +107,8 @@ class OpenAIRunner:
         parameters: the model's parameter count, for the FLOPs ledger (servers do not report it).
         continuation: whether the server extends a partial assistant message in place (vLLM and
             SGLang do, with `continue_final_message`; llama.cpp's server does not).
+        completions: whether the server offers /v1/completions, which plain prompts need (vLLM,
+            SGLang and llama.cpp's servers do).
     """
 
     def __init__(
@@ -113,16 +123,13 @@ class OpenAIRunner:
         backoff_s: float = 0.5,
         parameters: int = 0,
         continuation: bool = True,
+        completions: bool = True,
     ) -> None:
         self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or "http://127.0.0.1:8000/v1").rstrip("/")
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        self.concurrency, self.timeout_s, self.retries, self.backoff_s = (
-            concurrency,
-            timeout_s,
-            retries,
-            backoff_s,
-        )
-        self.parameters, self.continuation = parameters, continuation
+        self.concurrency, self.timeout_s = concurrency, timeout_s
+        self.retries, self.backoff_s = retries, backoff_s
+        self.parameters, self.continuation, self.completions = parameters, continuation, completions
         served = self._served_models()
         if model is not None and model not in served:
             raise UserError(
@@ -131,6 +138,7 @@ class OpenAIRunner:
         self.model = model or served[0]
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self._prompt_tokens: dict[str, int] = {}
+        self.tokenizer = ServerTokenizer(self._post_root, self.model)
 
     def _served_models(self) -> list[str]:
         try:
@@ -150,10 +158,12 @@ class OpenAIRunner:
 
     def _prompt_length(self, request: GenerationRequest) -> int:
         """Prompt tokens from a one-token, unstreamed call, for servers whose streams omit `usage`."""
-        key = json.dumps([request.messages, request.continuation])
+        key = repr((request.messages, request.continuation, request.template, request.template_options))
         if key not in self._prompt_tokens:
-            body = {**self._body(request, 0), "max_tokens": 1, "temperature": 0.0}
-            usage = json.loads(self._call("POST", "/chat/completions", body)).get("usage") or {}
+            path, body = self._body(request, 0)
+            body.update(max_tokens=1, temperature=0.0)
+            body.pop("min_tokens", None)
+            usage = json.loads(self._call("POST", path, body)).get("usage") or {}
             self._prompt_tokens[key] = int(usage.get("prompt_tokens", 0))
         return self._prompt_tokens[key]
 
@@ -167,6 +177,18 @@ class OpenAIRunner:
             return self._prompt_length(request)
         except (*RETRY_ERRORS, OSError, RuntimeError, *NONSENSE) as exc:
             raise server_error(self.base_url, exc) from None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone, by the server's tokenizer (runners/token_counting.py)."""
+        try:
+            return self.tokenizer.count(text)
+        except (*RETRY_ERRORS, OSError, *NONSENSE) as exc:
+            raise server_error(self.base_url, exc) from None
+
+    def _post_root(self, route: str, body: dict[str, Any]) -> Any:
+        """POST to a route beside /v1 (servers' tokenizer routes live there)."""
+        root = self.base_url.removesuffix("/v1")
+        return json.loads(self._call("POST", root + route, body))
 
     def info(self) -> RunnerInfo:
         return RunnerInfo(
@@ -187,7 +209,8 @@ class OpenAIRunner:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method=method)
+        url = path if path.startswith("http") else self.base_url + path
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
         return urllib.request.urlopen(request, timeout=self.timeout_s)
 
     def _retry_or_raise(self, exc: Exception, attempt: int, method: str, path: str) -> None:
@@ -211,11 +234,12 @@ class OpenAIRunner:
                 self._retry_or_raise(exc, attempt, method, path)
         raise AssertionError("unreachable")
 
-    def _body(self, request: GenerationRequest, seed: int) -> dict[str, Any]:
-        messages: list[dict[str, Any]] = list(request.message_dicts())
+    def _body(self, request: GenerationRequest, seed: int) -> tuple[str, dict[str, Any]]:
+        """The route and body of one sample's request: chat, or a plain prompt's completion."""
+        check_min_tokens(request)
+        options = template_options(request)
         body: dict[str, Any] = {
             "model": self.model,
-            "messages": messages,
             "temperature": request.temperature,
             "top_p": request.top_p,
             "max_tokens": request.max_tokens,
@@ -224,6 +248,22 @@ class OpenAIRunner:
         }
         if request.stop:
             body["stop"] = list(request.stop)
+        if request.min_tokens:  # vLLM refuses a min_tokens above max_tokens, which caps anyway
+            body["min_tokens"] = min(request.min_tokens, request.max_tokens)
+        if not request.template:
+            if not self.completions:
+                raise UserError(
+                    f"a plain prompt (template=False) needs the completions endpoint, which the server at "
+                    f"{self.base_url} lacks (runner option completions=false); use a server that has it"
+                )
+            body["prompt"] = plain_prompt(request)
+            if request.logprobs is not None:
+                body["logprobs"] = request.logprobs
+            return PLAIN, body
+        messages: list[dict[str, Any]] = list(request.message_dicts())
+        body["messages"] = messages
+        if options:
+            body["chat_template_kwargs"] = options
         if request.logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = request.logprobs
@@ -236,15 +276,18 @@ class OpenAIRunner:
             # vLLM and SGLang extension: extend the assistant's partial answer in place.
             messages.append({"role": "assistant", "content": request.continuation})
             body.update(continue_final_message=True, add_generation_prompt=False)
-        return body
+        return CHAT, body
 
     def _sample(self, request: GenerationRequest, index: int) -> _Reply:
         """One sample, streamed: the first content chunk's arrival is the time to first token."""
         seed = request.seed_for(index)
-        body = self._body(request, seed)
+        path, body = self._body(request, seed)
         # Logprobs always ride along: they count tokens where a stream omits `usage`.
-        body.update(stream=True, stream_options={"include_usage": True}, logprobs=True)
-        body.setdefault("top_logprobs", 0)
+        body.update(stream=True, stream_options={"include_usage": True})
+        if path == CHAT:
+            body.update(logprobs=True, top_logprobs=body.get("top_logprobs", 0))
+        else:
+            body.setdefault("logprobs", 0)
         started = time.perf_counter()
         ttft: float | None = None
         text: list[str] = []
@@ -254,17 +297,17 @@ class OpenAIRunner:
         usage: dict[str, Any] = {}
         logprobs: list[float] = []
         top: list[dict[str, float]] = []
-        for event in self._stream("/chat/completions", body):
+        for event in self._stream(path, body):
             usage = event.get("usage") or usage
             for choice in event.get("choices", []):
-                delta = (choice.get("delta") or {}).get("content")
+                delta, entries = stream_choice(choice)
                 if delta:
                     ttft = ttft if ttft is not None else time.perf_counter() - started
                     text.append(delta)
-                for item in (choice.get("logprobs") or {}).get("content") or []:
-                    streamed.append(str(item.get("token", "")))
-                    logprobs.append(float(item["logprob"]))
-                    top.append({alt["token"]: float(alt["logprob"]) for alt in item.get("top_logprobs", [])})
+                for token, logprob, alternatives in entries:
+                    streamed.append(token)
+                    logprobs.append(logprob)
+                    top.append(alternatives)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
                     fields = [choice[f] for f in MATCHED_FIELDS if f in choice]
@@ -275,7 +318,7 @@ class OpenAIRunner:
         if matched is not None or finish != "stop":
             stop_reason, stop_string = engine_stop(finish, matched[0] if matched else None)
         else:
-            stop_string = _stop_streamed_past(written, "".join(streamed), request.stop)
+            stop_string = stop_streamed_past(written, "".join(streamed), request.stop)
             stop_reason = "eos" if stop_string is None else "stop"
         eos = stop_reason == "eos"
         tokens = int(usage["completion_tokens"]) if "completion_tokens" in usage else len(logprobs) + eos
@@ -291,6 +334,14 @@ class OpenAIRunner:
             latency_s=time.perf_counter() - started,
             stop_string=stop_string,
         )
+        # Without usage a "stop" count may miss the stop string's later tokens (fewer than its length).
+        slack = 0 if "completion_tokens" in usage else len(stop_string or "")
+        if short_of_min_tokens(completion, request, slack):
+            raise ServerError(
+                f"the server at {self.base_url} ended a sample at {tokens} tokens ({stop_reason}), before "
+                f"min_tokens={request.min_tokens}: it does not honour min_tokens; use a vLLM or SGLang "
+                "server, or another runner"
+            )
         prompt_tokens = (
             int(usage["prompt_tokens"]) if "prompt_tokens" in usage else self._prompt_length(request)
         )
@@ -345,12 +396,3 @@ class OpenAIRunner:
                 )
             )
         return results
-
-
-def _stop_streamed_past(text: str, streamed: str, stops: Sequence[str]) -> str | None:
-    """The requested stop string that the streamed tokens ran into past the text, if any."""
-    extra = streamed[len(text) :] if streamed.startswith(text) else ""
-    for stop in stops:
-        if extra and (stop.startswith(extra) or extra.startswith(stop)):
-            return stop
-    return None

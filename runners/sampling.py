@@ -1,7 +1,9 @@
 """Token sampling from a batch of logits rows, in numpy, one seeded generator per sequence.
 
 Sampling here (not in the engine) gives every engine the same per-sample seeds, top-p rule and
-logprobs, so a sample is reproducible on its own whatever else shares its batch.
+logprobs, so a sample is reproducible on its own whatever else shares its batch. Beside it, what
+every runner shares about how a sample ends: the min_tokens rule (vLLM's), stop strings, and
+reading what engines and servers say ended a sample.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tsbench.contracts import Completion, GenerationRequest
+from tsbench.errors import UserError
 
 TOP_CANDIDATES = 512  # top-p is applied within the top candidates; their mass is nearly always > p
 
@@ -35,6 +38,7 @@ def draw(
     top_p: float,
     rng: np.random.Generator,
     top_logprobs: int = 0,
+    banned: Sequence[int] = (),
 ) -> Draw:
     """Sample one token from one row of logits.
 
@@ -44,8 +48,13 @@ def draw(
         top_p: nucleus mass, 1.0 for none.
         rng: this sequence's own generator.
         top_logprobs: how many alternatives to report.
+        banned: token ids that may not be drawn (logit -inf), e.g. EOS below min_tokens; logprobs
+            stay the model's own, as vLLM reports them.
     """
     logprobs = log_softmax(logits.astype(np.float64))
+    if len(banned):
+        logits = logits.copy()
+        logits[list(banned)] = -np.inf
     if temperature <= 0:
         token = int(np.argmax(logits))
     else:
@@ -82,6 +91,35 @@ def find_stop(text: str, stops: Sequence[str], since: int) -> tuple[int, str] | 
         if at >= 0 and (found is None or at < found[0]):
             found = (at, stop)
     return found
+
+
+def check_min_tokens(request: GenerationRequest) -> None:
+    """Raise UserError for a min_tokens the runners cannot honour (a negative one)."""
+    if request.min_tokens < 0:
+        raise UserError(
+            f"min_tokens={request.min_tokens} is negative; pass 0 (no floor) or a positive number of tokens"
+        )
+
+
+def eos_allowed(request: GenerationRequest, generated: int) -> bool:
+    """Whether a sample with `generated` tokens may draw EOS next (vLLM's min_tokens rule)."""
+    return generated >= request.min_tokens
+
+
+def stops_checked(request: GenerationRequest, generated: int) -> bool:
+    """Whether the token that brought a sample to `generated` tokens may complete a stop string.
+
+    As in vLLM (v1 detokenizer), the first min_tokens tokens never end a sample: a stop string
+    must be completed by a later token, though it may begin inside them.
+    """
+    return generated > request.min_tokens
+
+
+def short_of_min_tokens(completion: Completion, request: GenerationRequest, slack: int = 0) -> bool:
+    """Whether an engine ended a sample by EOS or a stop string before request.min_tokens, which a
+    server that ignores min_tokens (or checks stop strings below it) does; `slack`: how many tokens
+    its count may miss."""
+    return completion.stop_reason != "length" and completion.tokens + slack < request.min_tokens
 
 
 def completion_of(seq: Any, request: GenerationRequest, started: float) -> Completion:
@@ -126,8 +164,50 @@ def engine_stop(finish: str | None, matched: object) -> tuple[str, str | None]:
     )
 
 
+# A token a server streamed: its text, its logprob and its top alternatives.
+StreamedToken = tuple[str, float, dict[str, float]]
+
+
+def stream_choice(choice: dict[str, Any]) -> tuple[str, list[StreamedToken]]:
+    """(new text, its tokens) of one streamed choice: a chat chunk's delta and logprobs.content, or
+    a completion chunk's text and legacy logprobs (tokens, token_logprobs, top_logprobs)."""
+    logprobs = choice.get("logprobs") or {}
+    if "text" not in choice:
+        items = logprobs.get("content") or []
+        entries = [
+            (
+                str(i.get("token", "")),
+                float(i["logprob"]),
+                {a["token"]: float(a["logprob"]) for a in i.get("top_logprobs", [])},
+            )
+            for i in items
+        ]
+        return str((choice.get("delta") or {}).get("content") or ""), entries
+    tokens, chosen = logprobs.get("tokens") or [], logprobs.get("token_logprobs") or []
+    tops = logprobs.get("top_logprobs") or [None] * len(tokens)
+    entries = [
+        (str(t), float(lp), {str(k): float(v) for k, v in (alt or {}).items()})
+        for t, lp, alt in zip(tokens, chosen, tops, strict=False)
+    ]
+    return str(choice.get("text") or ""), entries
+
+
+def stop_streamed_past(text: str, streamed: str, stops: Sequence[str]) -> str | None:
+    """The requested stop string that the streamed tokens ran into past the text, if any."""
+    extra = streamed[len(text) :] if streamed.startswith(text) else ""
+    for stop in stops:
+        if extra and (stop.startswith(extra) or extra.startswith(stop)):
+            return stop
+    return None
+
+
 def device_draws(
-    logits: Any, temperatures: list[float], top_ps: list[float], uniforms: list[float], k: int
+    logits: Any,
+    temperatures: list[float],
+    top_ps: list[float],
+    uniforms: list[float],
+    k: int,
+    banned: Sequence[Sequence[int]] = (),
 ) -> list[Draw]:
     """runners.sampling.draw's rule for a batch of rows, computed in torch where the logits are.
 
@@ -144,6 +224,7 @@ def device_draws(
         top_ps: per row.
         uniforms: per row, in [0, 1); ignored for greedy rows.
         k: top alternatives to report per row.
+        banned: per row, token ids that may not be drawn (draw()'s `banned`); () for none.
 
     Returns:
         One Draw per row, its `top` holding k alternatives, best first.
@@ -151,8 +232,9 @@ def device_draws(
     import torch
 
     x = logits.double()
-    vocab = x.shape[-1]
     logp = torch.log_softmax(x, dim=-1)
+    x = _without(x, banned)
+    vocab = x.shape[-1]
     tokens = torch.argmax(x, dim=-1)
     temp = torch.tensor(temperatures, dtype=torch.float64, device=x.device)
     nucleus = torch.tensor(top_ps, dtype=torch.float64, device=x.device)
@@ -187,3 +269,14 @@ def device_draws(
     else:
         alternatives = [{} for _ in token_list]
     return [Draw(int(t), float(c), a) for t, c, a in zip(token_list, chosen_list, alternatives, strict=True)]
+
+
+def _without(x: Any, banned: Sequence[Sequence[int]]) -> Any:
+    """`x` with the banned ids of each row at -inf (a copy; `x` itself when none is banned)."""
+    if not any(banned):
+        return x
+    x = x.clone()
+    for row, ids in enumerate(banned):
+        if ids:
+            x[row, list(ids)] = float("-inf")
+    return x

@@ -27,7 +27,8 @@ from tsbench.contracts import Completion, GenerationRequest, GenerationResult, R
 from tsbench.errors import UserError
 
 from .model_folders import chat_prompt_ids, folder_parameters, model_folder
-from .sampling import engine_stop
+from .sampling import check_min_tokens, engine_stop, short_of_min_tokens
+from .token_counting import tokenizer_count
 
 BASE_URL_ENV = "TSBENCH_SGLANG_BASE_URL"
 
@@ -42,6 +43,10 @@ def sampling_params(request: GenerationRequest, seed: int) -> dict[str, Any]:
     }
     if request.stop:
         params["stop"] = list(request.stop)
+    if request.min_tokens:
+        # SGLang bans its stop tokens below it but checks stop strings all along (Req.check_finished):
+        # results_from refuses a sample that a stop string ended short of it.
+        params["min_new_tokens"] = min(request.min_tokens, request.max_tokens)  # max_tokens caps it
     return params
 
 
@@ -129,6 +134,13 @@ def results_from(
         mine = answer[cursor : cursor + request.n]
         cursor += request.n
         completions = [parse_item(item, request, request.seed_for(s), piece) for s, item in enumerate(mine)]
+        short = [c for c in completions if short_of_min_tokens(c, request)]
+        if short:
+            raise UserError(
+                f"SGLang ended a sample at {short[0].tokens} tokens ({short[0].stop_reason}) before "
+                f"min_tokens={request.min_tokens}: it checks stop strings below min_new_tokens; drop the "
+                "stop strings, or use the vllm, hf or llamacpp runner"
+            )
         computed = 0
         for item in mine:
             meta = item.get("meta_info") or {}
@@ -259,7 +271,13 @@ class SGLangRunner:
         """GenerationResult.prompt_tokens of `request`: the prompt goes to SGLang as these token ids."""
         return len(chat_prompt_ids(self.tokenizer, request))
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone (runners/token_counting.py), by the tokenizer that renders prompts."""
+        return tokenizer_count(self.tokenizer, text)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        for request in requests:
+            check_min_tokens(request)
         prompts = [chat_prompt_ids(self.tokenizer, r) for r in requests]
         payload = generate_payload(requests, prompts)
         started = time.perf_counter()

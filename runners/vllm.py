@@ -21,7 +21,8 @@ from tsbench.contracts import Completion, GenerationRequest, GenerationResult, R
 from tsbench.errors import UserError
 
 from .model_folders import chat_prompt_ids, folder_parameters, model_folder
-from .sampling import engine_stop
+from .sampling import check_min_tokens, engine_stop
+from .token_counting import tokenizer_count
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -145,12 +146,18 @@ class VLLMRunner:
     def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(self.prompt_tokens(request))
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone (runners/token_counting.py)."""
+        return tokenizer_count(self.tokenizer, text)
+
     def _params(self, request: GenerationRequest, seed: int) -> Any:
         return self._vllm.SamplingParams(
             n=1,
             temperature=request.temperature,
             top_p=request.top_p if request.temperature > 0 else 1.0,
             max_tokens=request.max_tokens,
+            # vLLM's own rule, which the other runners follow; it refuses a floor above the cap.
+            min_tokens=min(request.min_tokens, request.max_tokens),
             stop=list(request.stop) or None,
             seed=seed,
             logprobs=request.logprobs,
@@ -159,6 +166,8 @@ class VLLMRunner:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         from vllm.inputs import TokensPrompt
 
+        for request in requests:
+            check_min_tokens(request)
         prompts = [self.prompt_tokens(r) for r in requests]
         for i, (request, prompt) in enumerate(zip(requests, prompts, strict=True)):
             if len(prompt) + request.max_tokens > self.max_model_len:

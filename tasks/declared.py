@@ -7,6 +7,7 @@ other file of the same shape, so a task needs no Python unless it needs new logi
 from __future__ import annotations
 
 import importlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,14 @@ from typing import Any
 import yaml
 
 from tsbench.contracts import AnyProblem, Message, Problem, Verdict
-from tsbench.data import DataSource, load_rows
+from tsbench.data import DataSource, LoadedRows, load_rows
 from tsbench.errors import UserError
 from tsbench.plugins import tasks
 
 from .answers import CANONICALS, EXTRACTORS, GRADERS, REFERENCES, VERDICTS
+
+# How a worked example states its final answer: the line every declared prompt asks for.
+ANSWER_LINE = "Answer: {answer}"
 
 
 @dataclass
@@ -40,6 +44,9 @@ class DeclaredTask:
     grader: str
     generation: dict[str, Any] = field(default_factory=dict)
     data_sha256: str | None = None
+    train: DataSource | None = None  # the train split, for examples(); None: the task has none
+    data_dir: str | None = None  # the folder load() read, where examples() reads the train split
+    _train_rows: LoadedRows | None = field(default=None, repr=False, compare=False)
 
     @property
     def stop(self) -> tuple[str, ...]:
@@ -48,7 +55,7 @@ class DeclaredTask:
 
     def load(self, limit: int | None, seed: int, data_dir: str | None) -> list[Problem]:
         loaded = load_rows(self.name, self.source, data_dir)
-        self.data_sha256 = loaded.sha256
+        self.data_sha256, self.data_dir = loaded.sha256, data_dir
         to_reference = REFERENCES[self.reference_rule]
         problems = []
         for index, row in enumerate(loaded.rows[:limit] if limit else loaded.rows):
@@ -67,6 +74,50 @@ class DeclaredTask:
                 )
             )
         return problems
+
+    def examples(self, k: int, seed: int) -> list[Problem]:
+        """k worked examples from the `train:` split: rows drawn with `seed` (a fixed shuffle, so the
+        same seed gives the same first rows whatever k), each reference the row's solution with
+        its '#### N' line rewritten as 'Answer: N', metadata["answer"] N.
+
+        The split is read from the data folder load() was given (else TSBENCH_DATA_DIR, else the hub).
+        """
+        if self.train is None:
+            raise UserError(
+                f"task {self.name} has no train split to draw worked examples from; add a `train:` "
+                "source to its YAML (same shape as `data:`), or use a zero-shot prompt"
+            )
+        if self._train_rows is None:
+            self._train_rows = load_rows(self.name, self.train, self.data_dir)
+        rows = self._train_rows.rows
+        if not 0 <= k <= len(rows):
+            raise UserError(
+                f"task {self.name}: asked for {k} train examples, but {self._train_rows.origin} has "
+                f"{len(rows)} rows; ask for at most {len(rows)}"
+            )
+        order = list(range(len(rows)))
+        random.Random(f"{self.name}-train:{seed}").shuffle(order)
+        return [self._worked(self._train_rows, index) for index in order[:k]]
+
+    def _worked(self, loaded: LoadedRows, index: int) -> Problem:
+        """Train row `index` as a worked example (see examples)."""
+        row = loaded.rows[index]
+        for needed in (self.question_field, self.reference_field):
+            if needed not in row:
+                raise UserError(
+                    f"task {self.name}: {loaded.where(index)} has no field '{needed}'; "
+                    "fix the train file or the task's `fields` mapping"
+                )
+        solution = str(row[self.reference_field])
+        answer = REFERENCES[self.reference_rule](solution)
+        working = solution.rsplit("####", 1)[0].rstrip() if self.reference_rule == "after_hashes" else ""
+        metadata = {k: row[k] for k in self.metadata_fields if k in row}
+        return Problem(
+            id=f"{self.name}-train-{index:05d}",
+            question=str(row[self.question_field]),
+            reference=(working + "\n" if working else "") + ANSWER_LINE.format(answer=answer),
+            metadata={**metadata, "answer": answer},
+        )
 
     def messages(self, problem: AnyProblem) -> list[Message]:
         try:
@@ -121,16 +172,10 @@ def parse_declaration(spec: Any, where: str) -> DeclaredTask:
             raise UserError(
                 f"{where}: field '{key}' is {value!r}, not a mapping; see tasks/gsm8k.yaml for its shape"
             )
-    hub = data.get("hub") or {}
     return DeclaredTask(
         name=str(_need(spec, "name", where)),
         description=str(spec.get("description", "")),
-        source=DataSource(
-            local=str(_need(data, "local", f"{where} data")),
-            hub_path=hub.get("path"),
-            hub_name=hub.get("name"),
-            hub_split=hub.get("split", "test"),
-        ),
+        source=_source(data, f"{where} data", "test"),
         question_field=str(_need(fields, "question", f"{where} fields")),
         reference_field=str(_need(fields, "reference", f"{where} fields")),
         id_field=fields.get("id"),
@@ -141,7 +186,30 @@ def parse_declaration(spec: Any, where: str) -> DeclaredTask:
         reference_rule=_need({"reference": "as_is", **spec}, "reference", where, REFERENCES),
         grader=_need(spec, "grade", where, GRADERS),
         generation=_generation(spec.get("generation"), where),
+        train=_train(spec.get("train"), where),
     )
+
+
+def _source(data: dict[str, Any], where: str, split: str) -> DataSource:
+    hub = data.get("hub") or {}
+    return DataSource(
+        local=str(_need(data, "local", where)),
+        hub_path=hub.get("path"),
+        hub_name=hub.get("name"),
+        hub_split=hub.get("split", split),
+    )
+
+
+def _train(value: Any, where: str) -> DataSource | None:
+    """The optional `train:` source, the same shape as `data:`."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{where}: field 'train' is {value!r}, not a mapping; give it like `data:`, "
+            "e.g. train: {local: gsm8k/train.jsonl}"
+        )
+    return _source(value, f"{where} train", "train")
 
 
 def _python_class(name: Any, where: str) -> Any:

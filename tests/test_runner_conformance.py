@@ -6,11 +6,13 @@ test session (see conftest.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from tsbench.runners.token_counting import CountsTokens
 
-from tsbench.contracts import GenerationRequest, Runner
+from tsbench.contracts import Completion, GenerationRequest, Runner, plain_prompt
 from tsbench.errors import UserError
 from tsbench.plugins import runners
 
@@ -182,3 +184,95 @@ def test_continuation_extends_a_partial_answer(runner: Runner) -> None:
 def test_unknown_model_path_is_a_user_error(runner_name: str, runner_options: dict[str, object]) -> None:
     with pytest.raises(UserError, match="does not exist"):
         runners.get(runner_name)(model="/nonexistent/model.gguf", **runner_options)
+
+
+# -- min_tokens, plain prompts, template options, token counting -----------------------------------
+
+
+def on_llamacpp_server(runner_name: str) -> bool:
+    return runner_name == "openai" and getattr(runner_name, "server", "") == "llamacpp"
+
+
+def honest(completion: Completion, req: GenerationRequest) -> bool:
+    """A stop reason that fits the completion: a cap at max_tokens, a stop string among those asked."""
+    if completion.stop_reason == "length":
+        return completion.tokens == req.max_tokens and completion.stop_string is None
+    if completion.stop_reason == "stop":
+        return completion.stop_string in req.stop
+    return completion.stop_reason == "eos" and completion.stop_string is None
+
+
+def test_min_tokens_holds_off_an_early_stop_string(runner: Runner, runner_name: str) -> None:
+    free_req = request(DAYS, max_tokens=40, stop=("\n",))
+    free = runner.generate([free_req])[0].completions[0]
+    assert free.stop_reason == "stop" and free.tokens < 20, free  # without a floor it stops early
+    floored = replace(free_req, min_tokens=20)
+    if on_llamacpp_server(runner_name):
+        # llama-cpp-python checks stop strings below min_tokens: the runner refuses the short sample.
+        with pytest.raises(UserError, match="min_tokens=20"):
+            runner.generate([floored])
+        return
+    got = runner.generate([floored])[0].completions[0]
+    assert got.tokens >= 20 and honest(got, floored), got
+    # Greedy: the same start, run on past the stop string the free sample ended at.
+    assert got.text.startswith(free.text + "\n"), (free.text, got.text)
+
+
+def test_min_tokens_holds_off_eos_for_every_seeded_sample(runner: Runner, runner_name: str) -> None:
+    free = runner.generate([request(ASK, max_tokens=40)])[0].completions[0]
+    assert free.stop_reason == "eos" and free.tokens < 25, free
+    floored = replace(request(ASK, n=3, temperature=1.0, seeds=(1, 2, 3), max_tokens=30), min_tokens=25)
+    completions = runner.generate([floored])[0].completions
+    assert len(completions) == 3
+    assert all(c.tokens >= 25 and honest(c, floored) for c in completions), completions
+
+
+def test_min_tokens_equal_to_max_tokens_ignores_eos(runner: Runner) -> None:
+    req = replace(request(ASK, n=2, temperature=0.7, seeds=(4, 5), max_tokens=24), min_tokens=24)
+    for completion in runner.generate([req])[0].completions:
+        assert (completion.tokens, completion.stop_reason) == (24, "length"), completion
+    # max_tokens caps a floor above it.
+    capped = runner.generate([replace(req, n=1, max_tokens=6, min_tokens=24)])[0].completions[0]
+    assert (capped.tokens, capped.stop_reason) == (6, "length")
+
+
+def test_a_negative_min_tokens_is_a_user_error(runner: Runner) -> None:
+    with pytest.raises(UserError, match="min_tokens=-1"):
+        runner.generate([replace(request(max_tokens=4), min_tokens=-1)])
+
+
+def test_a_plain_prompt_counts_exactly_what_is_evaluated(runner: Runner, llamacpp_runner: Any) -> None:
+    assert isinstance(runner, CountsTokens)
+    chat = request(DAYS, max_tokens=4)
+    adds_bos = int(llamacpp_runner.model.add_bos_token())  # the embedded model's tokenizer says
+    for plain in (replace(chat, template=False), replace(chat, template=False, continuation="Monday, ")):
+        result = runner.generate([plain])[0]
+        assert result.prompt_tokens == runner.count_tokens(plain_prompt(plain)) + adds_bos
+        assert result.prompt_tokens == runner.count_prompt_tokens(plain)  # type: ignore[attr-defined]
+    assert runner.count_prompt_tokens(replace(chat, template=False)) < runner.count_prompt_tokens(chat)  # type: ignore[attr-defined]
+    # The model continues the plain text itself, with no assistant turn around it.
+    listing = replace(chat, messages=(("user", "The days of the week are Monday, Tuesday,"),), max_tokens=6)
+    text = runner.generate([replace(listing, template=False)])[0].completions[0].text
+    assert "Wednesday" in text, text
+
+
+def test_template_options_reach_the_template_or_are_refused(runner: Runner) -> None:
+    chat = request(DAYS, max_tokens=4)
+    # The embedded model's template reads no `enable_thinking`: the option changes nothing there.
+    thinking = replace(chat, template_options=(("enable_thinking", False),))
+    count = runner.count_prompt_tokens  # type: ignore[attr-defined]
+    assert count(thinking) == count(chat)
+    assert runner.generate([thinking])[0].prompt_tokens == count(chat)
+    with pytest.raises(UserError, match="template=False"):
+        runner.generate([replace(thinking, template=False)])
+    with pytest.raises(UserError, match="cannot be chat-template variables"):
+        count(replace(chat, template_options=(("messages", []),)))
+
+
+def test_count_tokens_splits_text_as_the_model_does(runner: Runner, llamacpp_runner: Any) -> None:
+    assert isinstance(runner, CountsTokens)
+    texts = ["hello world", "7 * 9 = 63.\n\nAnswer: 63", "<|im_end|>", " Monday,\nTuesday"]
+    counts = [runner.count_tokens(t) for t in texts]
+    assert 0 < counts[0] <= 3 and runner.count_tokens("") == 0
+    reference = [len(llamacpp_runner.model.tokenize(t.encode(), add_bos=False, special=True)) for t in texts]
+    assert counts == reference

@@ -11,13 +11,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from tsbench.runners.openai_compat import OpenAIRunner
 
-from tsbench.contracts import GenerationRequest
+from tsbench.contracts import GenerationRequest, plain_prompt
+from tsbench.errors import UserError
 
 ASK = (("user", "What is 7 * 9?"),)
 SERVER_LIFETIME_S = 60  # the server shuts itself down after this, whatever the tests do
@@ -30,6 +32,9 @@ class _Script:
     done = True  # end the stream with [DONE]
     failures = 0  # answer this many POSTs with HTTP 503 first
     bodies: list[dict[str, Any]] = []
+    paths: list[str] = []
+    # Tokenizer routes the server answers, each with the token ids it gives every text.
+    tokenizers: dict[str, Any] = {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -47,6 +52,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Script.bodies.append(body)
+        _Script.paths.append(self.path)
+        if self.path in ("/tokenize", "/extras/tokenize"):
+            if self.path not in _Script.tokenizers:
+                self.send_error(404, "Not Found")
+                return
+            tokens = _Script.tokenizers[self.path](body.get("prompt", body.get("input", "")))
+            self._json(
+                {"tokens": tokens} if self.path != "/tokenize" else {"count": len(tokens), "tokens": tokens}
+            )
+            return
         if _Script.failures > 0:
             _Script.failures -= 1
             self.send_error(503, "busy")
@@ -88,6 +103,7 @@ def server() -> Iterator[str]:
 @pytest.fixture()
 def runner(server: str) -> Iterator[OpenAIRunner]:
     _Script.events, _Script.done, _Script.failures, _Script.bodies = [], True, 0, []
+    _Script.paths, _Script.tokenizers = [], {}
     built = OpenAIRunner(base_url=server, retries=2, backoff_s=0.01, timeout_s=10)
     yield built
     built.close()
@@ -239,3 +255,105 @@ def test_info_reports_no_parameters_or_dtype_it_was_not_told(server: str) -> Non
     finally:
         plain.close()
         told.close()
+
+
+# -- min_tokens, template options, plain prompts, token counting -----------------------------------
+
+
+def test_min_tokens_and_template_options_ride_in_the_chat_body(runner: OpenAIRunner) -> None:
+    _Script.events = [(0.0, chunk("6")), (0.0, chunk(finish="length")), (0.0, usage(9, 3))]
+    runner.generate([GenerationRequest(ASK, max_tokens=3)])
+    assert not {"min_tokens", "chat_template_kwargs"} & set(_Script.bodies[-1])  # unchanged by default
+    options = (("enable_thinking", False),)
+    runner.generate([GenerationRequest(ASK, max_tokens=3, min_tokens=2, template_options=options)])
+    body = _Script.bodies[-1]
+    assert _Script.paths[-1] == "/v1/chat/completions"
+    assert (body["min_tokens"], body["chat_template_kwargs"]) == (2, {"enable_thinking": False})
+    runner.generate([GenerationRequest(ASK, max_tokens=3, min_tokens=50)])
+    assert _Script.bodies[-1]["min_tokens"] == 3  # max_tokens caps it; vLLM refuses a floor above
+
+
+def completion_chunk(
+    text: str, finish: str | None = None, logprobs: list[tuple[str, float]] | None = None
+) -> dict[str, Any]:
+    """One text_completion chunk, legacy logprobs as vLLM and llama-cpp-python stream them."""
+    choice: dict[str, Any] = {"index": 0, "text": text, "finish_reason": finish}
+    if logprobs:
+        choice["logprobs"] = {
+            "tokens": [t for t, _ in logprobs],
+            "token_logprobs": [lp for _, lp in logprobs],
+            "top_logprobs": [{t: lp} for t, lp in logprobs],
+        }
+    return {"object": "text_completion", "choices": [choice]}
+
+
+def test_a_plain_prompt_goes_to_the_completions_endpoint(server: str) -> None:
+    # A server that cannot continue a chat message still extends a plain prompt's continuation.
+    runner = OpenAIRunner(base_url=server, retries=0, timeout_s=10, continuation=False)
+    _Script.events = [
+        (0.0, completion_chunk("6", logprobs=[("6", -0.1)])),
+        (0.0, completion_chunk("3", logprobs=[("3", -0.2)])),
+        (0.0, completion_chunk("", finish="stop", logprobs=[("", -0.3)])),
+        (0.0, usage(11, 3)),
+    ]
+    request = GenerationRequest(ASK, template=False, continuation="7 * 9 = ", logprobs=1)
+    (result,) = runner.generate([request])
+    body = _Script.bodies[-1]
+    assert _Script.paths[-1] == "/v1/completions" and "messages" not in body
+    assert body["prompt"] == plain_prompt(request) == "What is 7 * 9?\n\n7 * 9 = "
+    assert body["logprobs"] == 1 and body["stream"] is True
+    c = result.completions[0]
+    assert (c.text, c.stop_reason, c.tokens, c.logprobs) == ("63", "eos", 3, [-0.1, -0.2])
+    assert c.top_logprobs == [{"6": -0.1}, {"3": -0.2}] and result.prompt_tokens == 11
+    assert runner.count_prompt_tokens(request) == 17  # from a one-token call to the same endpoint
+    assert _Script.paths[-1] == "/v1/completions" and _Script.bodies[-1]["max_tokens"] == 1
+    runner.close()
+    without = OpenAIRunner(base_url=server, completions=False)
+    try:
+        with pytest.raises(UserError, match="needs the completions endpoint"):
+            without.generate([request])
+        with pytest.raises(UserError, match="template=False"):
+            without.generate([replace(request, template_options=(("enable_thinking", True),))])
+    finally:
+        without.close()
+
+
+def test_a_sample_ended_before_min_tokens_is_refused(runner: OpenAIRunner) -> None:
+    # A server that ignores min_tokens: usage says 3 tokens, ended by EOS.
+    _Script.events = [(0.0, chunk("63.")), (0.0, chunk(finish="stop", stop_reason=None)), (0.0, usage(9, 3))]
+    with pytest.raises(UserError, match="ended a sample at 3 tokens .eos., before min_tokens=10"):
+        runner.generate([GenerationRequest(ASK, min_tokens=10)])
+    (result,) = runner.generate([GenerationRequest(ASK, min_tokens=3)])
+    assert result.completions[0].tokens == 3
+    # llama-cpp-python's shape (no usage): a stop string ended it; its count may miss up to the
+    # stop string's length, so only a count short by more than that proves it short.
+    _Script.events = [
+        (0.0, chunk("The", logprobs=[("The", -0.1)])),
+        (0.0, chunk("", logprobs=[("\n", -0.3)])),
+        (0.0, chunk(finish="stop")),
+    ]
+    with pytest.raises(UserError, match="before min_tokens=4"):
+        runner.generate([GenerationRequest(ASK, stop=("\n",), min_tokens=4)])
+    (result,) = runner.generate([GenerationRequest(ASK, stop=("\n",), min_tokens=2)])
+    assert result.completions[0].stop_reason == "stop"
+
+
+def test_count_tokens_asks_the_servers_tokenizer(server: str) -> None:
+    words = lambda text: [100 + k for k, _ in enumerate(text.split())]  # noqa: E731 (one token a word)
+    for routes in ({"/tokenize": words}, {"/extras/tokenize": lambda text: [1, *words(text)]}):
+        _Script.tokenizers = routes
+        runner = OpenAIRunner(base_url=server, retries=0)
+        try:
+            assert runner.count_tokens("hello world") == 2 and runner.count_tokens("") == 0
+            assert runner.count_tokens("one two three") == 3
+            asked = [b for b, p in zip(_Script.bodies, _Script.paths, strict=True) if p == "/tokenize"]
+            assert all(b["add_special_tokens"] is False for b in asked)
+        finally:
+            runner.close()
+    _Script.tokenizers = {}
+    runner = OpenAIRunner(base_url=server, retries=0)
+    try:
+        with pytest.raises(UserError, match="answers no tokenizer route"):
+            runner.count_tokens("hello")
+    finally:
+        runner.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -223,3 +224,46 @@ def test_engine_path_rejects_a_missing_model_before_importing_sglang(tmp_path: P
 
     with pytest.raises(UserError, match="does not exist"):
         SGLangRunner(model=str(tmp_path / "absent.gguf"))
+
+
+def test_min_tokens_goes_as_min_new_tokens_capped_by_max_tokens() -> None:
+    plain = generate_payload([GenerationRequest(ASK, max_tokens=20)], [[1]])["sampling_params"][0]
+    assert "min_new_tokens" not in plain  # unchanged payload for requests without a floor
+    floored = GenerationRequest(ASK, max_tokens=20, min_tokens=12)
+    assert generate_payload([floored], [[1]])["sampling_params"][0]["min_new_tokens"] == 12
+    capped = replace(floored, min_tokens=50)
+    assert generate_payload([capped], [[1]])["sampling_params"][0]["min_new_tokens"] == 20
+
+
+def test_a_sample_that_a_stop_string_ended_below_min_tokens_is_refused() -> None:
+    # SGLang checks stop strings below min_new_tokens (Req.check_finished): such a sample is not
+    # what the request asked for.
+    request = GenerationRequest(ASK, stop=("\n",), min_tokens=5)
+    long_enough = _item("7 * 9 is 63", [22, 338, 24, 318, 5032, 198], {"type": "stop", "matched": "\n"})
+    (result,) = results_from([request], [[0] * 30], [long_enough], total_s=1.0)
+    assert result.completions[0].tokens == 6
+    short = _item("63", [5032, 198], {"type": "stop", "matched": "\n"})
+    with pytest.raises(UserError, match="before min_tokens=5"):
+        results_from([request], [[0] * 30], [short], total_s=1.0)
+    capped = _item("63", [5032, 11], {"type": "length", "length": 2})
+    results_from([replace(request, max_tokens=2)], [[0] * 30], [capped], total_s=1.0)  # the cap wins
+
+
+def test_http_path_renders_plain_prompts_and_counts_tokens(recorded_server: str) -> None:
+    from tsbench.runners.sglang import SGLangRunner
+    from tsbench.runners.token_counting import CountsTokens
+
+    from tsbench.contracts import plain_prompt
+
+    runner = SGLangRunner(base_url=recorded_server)
+    assert isinstance(runner, CountsTokens) and runner.count_tokens("hello world") == 2
+    plain = GenerationRequest(ASK, template=False, continuation="7 * 9 = ")
+    (result,) = runner.generate([plain])
+    sent = _RecordedServer.bodies[-1]["input_ids"][0]
+    assert runner.tokenizer.decode(sent) == plain_prompt(plain) == "What is 7 * 9?\n\n7 * 9 = "
+    assert result.prompt_tokens == len(sent) == runner.count_tokens(plain_prompt(plain))
+    chat = GenerationRequest(ASK)
+    assert runner.count_prompt_tokens(chat) > runner.count_prompt_tokens(replace(chat, template=False))
+    with pytest.raises(UserError, match="template=False"):
+        runner.generate([replace(plain, template_options=(("enable_thinking", True),))])
+    runner.close()

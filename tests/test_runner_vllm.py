@@ -101,3 +101,31 @@ def test_beam_search_runs_on_vllm_and_shares_its_prefixes(vllm_runner: Any) -> N
     after = vllm_runner.cache_stats()
     if before and after:
         assert after["hits"] > before["hits"]
+
+
+def test_template_options_and_min_tokens_reach_the_engine(vllm_runner: Any) -> None:
+    # The runner renders prompts with its tokenizer's chat template (vLLM gets token ids): given
+    # the model folder's tokenizer with a template that reads `enable_thinking`, the options show.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(vllm_runner.folder)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if enable_thinking %}THINK\n{% endif %}{{ '<|im_start|>assistant\n' }}"
+    )
+    saved, vllm_runner.tokenizer = vllm_runner.tokenizer, tokenizer
+    try:
+        on = GenerationRequest(ASK, max_tokens=4, template_options=(("enable_thinking", True),))
+        off = replace(on, template_options=(("enable_thinking", False),))
+        assert "THINK\n" in tokenizer.decode(vllm_runner.prompt_tokens(on))
+        assert "THINK" not in tokenizer.decode(vllm_runner.prompt_tokens(off))
+        (result,) = vllm_runner.generate([on])
+        assert result.prompt_tokens == vllm_runner.count_prompt_tokens(off) + vllm_runner.count_tokens(
+            "THINK\n"
+        )
+        assert result.completions[0].tokens > 0
+    finally:
+        vllm_runner.tokenizer = saved
+    request = GenerationRequest(ASK, max_tokens=30, min_tokens=25)
+    assert vllm_runner._params(request, 0).min_tokens == 25
+    assert vllm_runner._params(replace(request, max_tokens=10), 0).min_tokens == 10

@@ -154,6 +154,13 @@ def sample_keys(runner: str, request: GenerationRequest) -> list[str]:
         "stop": request.stop,
         "logprobs": request.logprobs,
     }
+    # Added only when set, so that samples stored before these fields keep their keys.
+    if request.min_tokens:
+        fields["min_tokens"] = request.min_tokens
+    if not request.template:
+        fields["template"] = False
+    if request.template_options:
+        fields["template_options"] = request.template_options
     return [digest({**fields, "seed": request.seed_for(i), "index": i}) for i in range(request.n)]
 
 

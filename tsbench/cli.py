@@ -77,12 +77,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepared = prepare(spec)
     runner = open_runner(prepared.spec)
     try:
-        return _run_with(prepared, runner, args.no_progress)
+        return run_prepared(prepared, runner, args.no_progress)
     finally:
         runner.close()
 
 
-def _run_with(prepared: Prepared, runner: Any, no_progress: bool) -> int:
+def run_prepared(prepared: Prepared, runner: Any, no_progress: bool) -> int:
+    """Generate, score and print a prepared run on an open runner, as `tsbench run` does (STaR's
+    evaluations use it too); returns the exit code."""
     # Recorded before the run's identity is taken: batches decide an engine's last bits.
     prepared.spec = replace(prepared.spec, batch_sequences=batch_sequences(prepared.spec, runner))
     info = runner.info()
@@ -325,6 +327,9 @@ def parser() -> argparse.ArgumentParser:
     from tsbench.exec_command import add_exec_parser  # code tasks' sandbox: docs/CODE_TASKS.md
 
     add_exec_parser(sub)
+    from tsbench.star.cli import add_star_parser  # STaR, compute spent training: docs/STAR.md
+
+    add_star_parser(sub)
     return top
 
 

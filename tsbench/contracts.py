@@ -24,6 +24,12 @@ class GenerationRequest:
         logprobs: None for none; k >= 0 returns each chosen token's logprob and k top alternatives.
         continuation: assistant text already written; generation extends it. Tree searches send
             partial solutions this way so that engines with prefix caching reuse the shared prefix.
+        min_tokens: before a sample has this many tokens neither EOS nor a stop string ends it
+            (vLLM's min_tokens; budget forcing's floor). max_tokens ignores EOS altogether.
+        template: True renders the messages with the model's chat template; False renders them as
+            a plain completion prompt (plain_prompt), for comparing the two.
+        template_options: extra chat-template variables, e.g. (("enable_thinking", False),), passed
+            to the template by every runner that renders one.
     """
 
     messages: tuple[tuple[str, str], ...]
@@ -35,12 +41,21 @@ class GenerationRequest:
     seeds: tuple[int, ...] = ()
     logprobs: int | None = None
     continuation: str = ""
+    min_tokens: int = 0
+    template: bool = True
+    template_options: tuple[tuple[str, Any], ...] = ()
 
     def message_dicts(self) -> list[Message]:
         return [{"role": role, "content": content} for role, content in self.messages]
 
     def seed_for(self, index: int) -> int:
         return self.seeds[index] if index < len(self.seeds) else index
+
+
+def plain_prompt(request: GenerationRequest) -> str:
+    """A request as a plain completion prompt, the same in every runner: the messages' contents,
+    a blank line between them and after the last, then the continuation."""
+    return "".join(content + "\n\n" for _, content in request.messages) + request.continuation
 
 
 STOP_REASONS = ("eos", "stop", "length")
@@ -228,6 +243,26 @@ class PublicTask:
 
     def canonical(self, answer: str) -> str:
         return canonical_answer(self.__task, answer)
+
+    def direct_messages(self, problem: AnyProblem) -> list[Message] | None:
+        """The task's answer-only prompt (its optional `direct_messages`), or None."""
+        method = getattr(self.__task, "direct_messages", None)
+        return list(method(problem)) if callable(method) else None
+
+    def examples(self, k: int, seed: int) -> list[Problem]:
+        """k worked examples from the task's train split (never its test problems), drawn with
+        `seed`; each reference is a worked solution ending in its answer. The task's optional
+        `examples` member; a task without one raises UserError."""
+        method = getattr(self.__task, "examples", None)
+        if not callable(method):
+            from tsbench.errors import UserError
+
+            raise UserError(
+                f"task {self.name} has no train split to draw few-shot examples from; "
+                "use a zero-shot prompt, or add an `examples(k, seed)` method (or a train file) to the task"
+            )
+        found = method(k, seed)
+        return list(found)
 
 
 def task_stop(task: Any) -> tuple[str, ...]:

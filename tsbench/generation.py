@@ -84,7 +84,8 @@ def search_budgets(
             for k in strategy.budgets(spec.budgets)
         ]
     found = []
-    for level in spec.budgets:
+    # A strategy may report fewer levels than asked (budget forcing at a fixed cap: one).
+    for level in strategy.budgets(spec.budgets):
         if spec.budget_unit == "tokens":
             budget = SearchBudget(samples=max(1, level // one), tokens=float(level), max_tokens=cap)
         else:
@@ -117,7 +118,9 @@ def search_jobs(
     runs = []
     for level, budget in search_budgets(spec, arm.strategy, prompt_tokens, parameters):
         rng = np.random.default_rng(stable_int(spec.seed, problem.id, arm.key, level))
-        verifier = BoundVerifier(verifiers[arm.verifier or ""], problem, prepared.task)
+        verifier = (
+            None if arm.verifier is None else BoundVerifier(verifiers[arm.verifier], problem, prepared.task)
+        )
         search = arm.strategy.search(public, view, estimates(runner, verifier), budget, rng)
         runs.append(SearchRun(problem, arm, level, budget, Job(search, verifier, f"{arm.key} at {level}")))
     for run in runs:

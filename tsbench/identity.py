@@ -121,6 +121,8 @@ def scoring_identity(task: Task, strategies: Iterable[Any]) -> dict[str, Any]:
                 "tsbench.tasks.math_equivalence",
                 "tsbench.tasks.declared",
                 "tsbench.scoring",
+                "tsbench.thinking",
+                "tsbench.answer_after_thinking",
             ]
         ),
         "extract": getattr(task, "extractor", None),

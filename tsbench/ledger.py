@@ -25,6 +25,8 @@ class Spend:
     generated_tokens: float = 0.0
     verifier_tokens: float = 0.0
     flops: float = 0.0
+    # Of generated_tokens, those inside the thinking (tsbench.thinking); already in generated_tokens.
+    thinking_tokens: float = 0.0
 
     @property
     def tokens(self) -> float:
@@ -39,10 +41,20 @@ class Spend:
         return Spend(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
 
     def as_tuple(self) -> tuple[float, ...]:
-        return (self.samples, self.prompt_tokens, self.generated_tokens, self.verifier_tokens, self.flops)
+        return (
+            self.samples,
+            self.prompt_tokens,
+            self.generated_tokens,
+            self.verifier_tokens,
+            self.flops,
+            self.thinking_tokens,
+        )
 
     def as_dict(self) -> dict[str, float]:
-        return {k: round(v, 3) for k, v in asdict(self).items()}
+        found = {k: round(v, 3) for k, v in asdict(self).items()}
+        if not self.thinking_tokens:  # left out at 0, so that records from before it keep their bytes
+            del found["thinking_tokens"]
+        return found
 
 
 def policy_spend(parameters: int, samples: float, prompt_tokens: float, generated_tokens: float) -> Spend:

@@ -47,7 +47,10 @@ def metrics(scores: list[dict[str, Any]], order: list[str], oracles: set[str], u
             "fallbacks": sum(bool(r["fallback"]) for r in results),
         }
         for name in SPEND_FIELDS:
-            row[f"{name}_per_problem"] = round(sum(r["spend"][name] for r in results) / n, 3)
+            row[f"{name}_per_problem"] = round(sum(r["spend"].get(name, 0.0) for r in results) / n, 3)
+        thinking = sum(r["spend"].get("thinking_tokens", 0.0) for r in results) / n
+        if thinking:  # only where a strategy thinks, so that other runs' metrics keep their bytes
+            row["thinking_tokens_per_problem"] = round(thinking, 3)
         row["tokens_per_problem"] = round(
             row["prompt_tokens_per_problem"]
             + row["generated_tokens_per_problem"]
@@ -203,6 +206,7 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
     unit = metric_data.get("budget_unit", "samples")
     perf_rows = {(r["strategy"], r["k"]): r for r in (perf or {}).get("rows", [])}
     lines = []
+    thinks = any("thinking_tokens_per_problem" in row for row in metric_data["rows"])
     for row in metric_data["rows"]:
         p = perf_rows.get((row["strategy"], row["k"]), {})
         low, high = row["ci95"]
@@ -216,6 +220,7 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
                 f"{100 * row['accuracy']:.1f} [{100 * low:.1f}, {100 * high:.1f}]",
                 f"{row['tokens_per_problem']:.0f}",
                 f"{row['generated_tokens_per_problem']:.0f}",
+                *([f"{row.get('thinking_tokens_per_problem', 0):.0f}"] if thinks else []),
                 f"{row['verifier_tokens_per_problem']:.0f}",
                 # No FLOPs with tokens spent: the runner does not know its parameter count.
                 _si(row["flops_per_problem"])
@@ -232,6 +237,7 @@ def table(metric_data: dict[str, Any], perf: dict[str, Any] | None) -> str:
         "accuracy % [95% CI]",
         "total tok/prob",
         "gen tok/prob",
+        *(["think tok/prob"] if thinks else []),
         "verif tok/prob",
         "FLOPs/prob",
         "tok/s",
@@ -297,9 +303,14 @@ def display_frame(frame: Any) -> Any:
         ]
     out["cut %"] = frame["truncated"].map(_pct)
     out["samples/prob"] = frame["samples_per_problem"].map(lambda v: f"{v:.1f}")
+    out["total tok/prob"] = frame["tokens_per_problem"].map(lambda v: f"{v:.0f}")
     out["gen tok/prob"] = frame["generated_tokens_per_problem"].map(lambda v: f"{v:.0f}")
+    if (frame["thinking_tokens_per_problem"] > 0).any():
+        out["think tok/prob"] = frame["thinking_tokens_per_problem"].map(lambda v: f"{v:.0f}")
     out["verif tok/prob"] = frame["verifier_tokens_per_problem"].map(lambda v: f"{v:.0f}")
     out["FLOPs/prob"] = frame["flops_per_problem"].map(lambda v: _si(v) if v else "-")
+    if (frame["train_flops"] > 0).any():  # a trained model's cost (STaR), apart from test-time spend
+        out["train FLOPs"] = frame["train_flops"].map(lambda v: _si(v) if v else "-")
     out["tok/s"] = frame["tokens_per_s"].map(lambda v: "-" if v != v else f"{v:.1f}")
     out["latency p50/p95 s"] = [
         "-" if p50 != p50 else f"{p50:.2f} / {p95:.2f}"

@@ -28,14 +28,17 @@ POOLS = ("greedy", "sampled")
 
 
 def resolve_task(spec: RunSpec) -> Task:
+    """The spec's task, its answers read after a reasoning model's thinking (spec.think_tags)."""
+    from tsbench.answer_after_thinking import with_thinking
+
     if spec.task.endswith((".yaml", ".yml")):
         from tsbench.tasks.declared import load_task_file
 
         if spec.task_options:
             raise UserError(f"task file {spec.task} takes no task options; remove task_options")
-        return load_task_file(spec.task)
+        return with_thinking(load_task_file(spec.task), spec.think_tags)
     factory = plugins.tasks.get(spec.task)
-    return factory(**spec.task_options)
+    return with_thinking(factory(**spec.task_options), spec.think_tags)
 
 
 def pool_size(spec: RunSpec) -> int:
@@ -46,7 +49,17 @@ def pool_size(spec: RunSpec) -> int:
 
 
 def needs_verifier(strategy: Any) -> bool:
-    return strategy.pool == "search" or bool(getattr(strategy, "needs_verifier", False))
+    """Searches consult a verifier unless they say otherwise (proposal strategies such as budget
+    forcing or revision set needs_verifier = False); pool strategies only when they say so."""
+    return bool(getattr(strategy, "needs_verifier", strategy.pool == "search"))
+
+
+def split_arm_name(name: str) -> tuple[str, str]:
+    """'sequential-revision:r4' -> ('sequential-revision', 'r4'): a registered strategy and a label,
+    so one strategy runs as several arms, each with its own strategy_options entry (keyed by the
+    whole name). A name without ':' is its own strategy with no label."""
+    base, _, label = name.partition(":")
+    return base, label
 
 
 @dataclass
@@ -109,11 +122,16 @@ def _example(kind: type) -> str:
 
 
 def build_strategy(spec: RunSpec, name: str) -> Any:
-    factory = plugins.strategies.get(name)
+    base, label = split_arm_name(name)
+    if ":" in label or (label and not label.replace("-", "").replace("_", "").replace(".", "").isalnum()):
+        raise UserError(
+            f"strategy {name!r}: an arm label after ':' takes letters, digits, '-', '_' and '.'; e.g. sequential-revision:r4"
+        )
+    factory = plugins.strategies.get(base)
     options = spec.strategy_options.get(name, {})
     check_options(factory, options, f"strategy_options.{name}")
     try:
-        return factory(**options)
+        return _labelled(factory(**options), name)
     except TypeError as exc:
         raise UserError(
             f"strategy_options.{name}: {exc}; see the strategy's docstring for its options"
@@ -124,6 +142,16 @@ def build_strategy(spec: RunSpec, name: str) -> Any:
         ) from None
 
 
+def _labelled(strategy: Any, name: str) -> Any:
+    """The strategy under its arm name (rows and records are keyed by it)."""
+    if name != getattr(strategy, "name", name):
+        try:
+            strategy.name = name
+        except AttributeError:
+            raise UserError(f"strategy {name}: this strategy cannot take an arm label; drop ':...'") from None
+    return strategy
+
+
 def prepare(spec: RunSpec) -> Prepared:
     """Resolve task, problems, strategies and verifier names; fill the task's default max_tokens."""
     task = resolve_task(spec)
@@ -132,6 +160,12 @@ def prepare(spec: RunSpec) -> Prepared:
     arms: list[Arm] = []
     for name in spec.strategies:
         strategy = build_strategy(spec, name)
+        tags = getattr(strategy, "tags", None)
+        if tags is not None and (tags.open, tags.close) != tuple(spec.think_tags):
+            raise UserError(
+                f"strategy_options.{name}.tags {[tags.open, tags.close]} differ from the run's think_tags "
+                f"{list(spec.think_tags)}, which grade its answers; set think_tags to the same tags"
+            )
         if not needs_verifier(strategy):
             arms.append(Arm(strategy, None))
         elif not spec.verifiers:
@@ -252,7 +286,9 @@ def check_budgets(prepared: Prepared, runner: Runner, parameters: int, verifiers
         )
     if spec.budget_unit != "samples":
         for arm in searches:
-            if not callable(getattr(verifiers[arm.verifier or ""], "cost_bound", None)):
+            if arm.verifier is not None and not callable(
+                getattr(verifiers[arm.verifier or ""], "cost_bound", None)
+            ):
                 raise UserError(
                     f"verifier {arm.verifier} cannot bound its cost before scoring, so {arm.strategy.name} "
                     f"cannot keep it within budgets in {spec.budget_unit}; use budgets in samples or "

@@ -41,7 +41,7 @@ from tsbench.contracts import (
 )
 from tsbench.errors import UserError
 from tsbench.strategies.base import Estimates, Generate, Need, ScoreSteps, SearchBudget
-from tsbench.verifiers.base import BoundVerifier, score_together
+from tsbench.verifiers.base import BoundVerifier, VerifierSpend, score_together
 
 DEFAULT_MAX_LIVE = 256
 DEFAULT_BATCH_SEQUENCES = 32  # sequences per generate call, for a runner that states no preference
@@ -243,8 +243,14 @@ class Scheduler:
             job.send(answer)
 
 
-def estimates(runner: Any, verifier: BoundVerifier) -> Estimates:
-    """What a search on this runner, scored by this verifier, may ask before it spends."""
+def no_verifier_cost(paths: Sequence[Sequence[str]], extra_tokens: int) -> VerifierSpend:
+    """The cost bound of a search without a verifier (a proposal strategy): nothing."""
+    return VerifierSpend()
+
+
+def estimates(runner: Any, verifier: BoundVerifier | None) -> Estimates:
+    """What a search on this runner, scored by this verifier (None: a proposal strategy, which
+    never asks for scores), may ask before it spends."""
     count = getattr(runner, "count_prompt_tokens", None)
 
     def cannot_count(request: GenerationRequest) -> int:
@@ -254,7 +260,9 @@ def estimates(runner: Any, verifier: BoundVerifier) -> Estimates:
         )
 
     return Estimates(
-        runner.info().parameters, count if callable(count) else cannot_count, verifier.cost_bound
+        runner.info().parameters,
+        count if callable(count) else cannot_count,
+        no_verifier_cost if verifier is None else verifier.cost_bound,
     )
 
 
@@ -263,7 +271,7 @@ def solve_alone(
     problem: PublicProblem,
     task: PublicTask,
     runner: Runner,
-    verifier: BoundVerifier,
+    verifier: BoundVerifier | None,
     budget: SearchBudget,
     rng: np.random.Generator,
 ) -> Any:

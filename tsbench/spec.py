@@ -18,6 +18,7 @@ DEFAULT_BUDGETS = (1, 2, 4, 8, 16)
 NOT_IN_RUN_ID = ("output", "data_dir", "threads")
 BUDGET_UNITS = ("samples", "tokens", "flops")
 DEFAULT_POOL_SIZE = 16  # samples per problem when budgets are tokens or FLOPs
+DEFAULT_THINK_TAGS = ("<think>", "</think>")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class RunSpec:
         batch_sequences: most sequences per generate call (tsbench.scheduler); None takes the
             runner's preference, which the run then records here, so a rerun batches the same way.
         max_live: most searches live at once (tsbench.scheduler); None for its default.
+        think_tags: the (open, close) tags around a reasoning model's thinking; answers are
+            extracted from what follows it (tsbench.thinking). () grades the whole text.
     """
 
     task: str = "arith"
@@ -78,6 +81,7 @@ class RunSpec:
     param_count: int | None = None
     batch_sequences: int | None = None
     max_live: int | None = None
+    think_tags: tuple[str, ...] = DEFAULT_THINK_TAGS
 
     def identity(self) -> dict[str, Any]:
         data = {k: v for k, v in asdict(self).items() if k not in NOT_IN_RUN_ID}
@@ -87,6 +91,8 @@ class RunSpec:
         for name in ("pool_size", "param_count", "batch_sequences", "max_live"):
             if data[name] is None:
                 del data[name]
+        if tuple(data["think_tags"]) == DEFAULT_THINK_TAGS:
+            del data["think_tags"]
         return data
 
     def run_id(self) -> str:
@@ -96,8 +102,9 @@ class RunSpec:
     def to_yaml(self) -> str:
         """The fields that decide results; `tsbench run -c` on this file reproduces the run."""
         data = self.identity()
-        for name in ("strategies", "budgets", "verifiers"):
-            data[name] = list(data[name])
+        for name in ("strategies", "budgets", "verifiers", "think_tags"):
+            if name in data:
+                data[name] = list(data[name])
         return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -193,6 +200,8 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
         clean["top_p"] = _number(clean["top_p"], f"{where}: top_p", 0.01, 1.0)
     if "verifiers" in clean:
         clean["verifiers"] = _names(clean["verifiers"])
+    if "think_tags" in clean:
+        clean["think_tags"] = _think_tags(clean["think_tags"], where)
     for name in ("task_options", "runner_options", "strategy_options", "verifier_options"):
         if name in clean and not isinstance(clean[name], dict):
             raise UserError(f"{where}: {name} must be a mapping, e.g. {name}: {{key: value}}")
@@ -204,6 +213,18 @@ def build_spec(values: dict[str, Any], where: str) -> RunSpec:
         if clean.get(name) is not None:
             clean[name] = str(clean[name])
     return RunSpec(**clean)
+
+
+def _think_tags(value: Any, where: str) -> tuple[str, ...]:
+    tags = tuple(value) if isinstance(value, list | tuple) else None
+    if tags == () or (
+        tags and len(tags) == 2 and all(isinstance(t, str) and t for t in tags) and tags[0] != tags[1]
+    ):
+        return tags
+    raise UserError(
+        f"{where}: think_tags {value!r} must be two different non-empty strings, e.g. "
+        "['<think>', '</think>'], or [] to grade the whole text"
+    )
 
 
 def read_spec_file(path: str) -> dict[str, Any]:

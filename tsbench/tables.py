@@ -25,7 +25,8 @@ COLUMNS = (
     "accuracy", "ci_low", "ci_high", "truncated", "samples_per_problem", "width_per_problem",
     "prompt_tokens_per_problem", "generated_tokens_per_problem", "verifier_tokens_per_problem",
     "tokens_per_problem", "flops_per_problem", "fallbacks", "within_budget", "tokens_per_s",
-    "latency_p50_s", "latency_p95_s", "seeds", "seed_mean_accuracy", "seed_sd_accuracy",
+    "latency_p50_s", "latency_p95_s", "thinking_tokens_per_problem", "train_flops", "seeds",
+    "seed_mean_accuracy", "seed_sd_accuracy",
 )  # fmt: skip
 
 
@@ -157,6 +158,7 @@ def run_rows(run: RunData) -> list[dict[str, Any]]:
         ids[(s["arm"], int(s["level"]))].append(s["problem_id"])
     by_key = {arm_key(a): a for a in run.arms}
     spec = run.spec
+    train_flops = _train_flops(run.path)
     rows = []
     for m in run.metrics["rows"]:
         arm, level = m["strategy"], int(m["k"])
@@ -197,9 +199,21 @@ def run_rows(run: RunData) -> list[dict[str, Any]]:
                 "tokens_per_s": float(p.get("tokens_per_s", nan)),
                 "latency_p50_s": float(p.get("latency_p50_s", nan)),
                 "latency_p95_s": float(p.get("latency_p95_s", nan)),
+                "thinking_tokens_per_problem": float(m.get("thinking_tokens_per_problem", 0.0)),
+                "train_flops": train_flops,
             }
         )
     return rows
+
+
+def _train_flops(path: Path) -> float:
+    """FLOPs spent training the run's model (STaR's `train_compute` in provenance.json), 0 for none."""
+    try:
+        provenance = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0.0
+    compute = provenance.get("train_compute") or {}
+    return float(compute.get("train_flops", 0.0)) if isinstance(compute, dict) else 0.0
 
 
 def add_seed_spread(frame: pd.DataFrame) -> pd.DataFrame:
@@ -235,6 +249,8 @@ def report_table(folders: Sequence[Path | str], rescore: bool = True) -> pd.Data
         tokens_per_problem (their sum), flops_per_problem (0 where the parameter count is
         unknown), fallbacks (problems that fell back to one answer), within_budget,
         tokens_per_s, latency_p50_s, latency_p95_s (NaN where the run has no timing),
+        thinking_tokens_per_problem (of the generated tokens, those inside the thinking; 0 for
+        none), train_flops (FLOPs spent training the run's model, e.g. by STaR; 0 for none),
         seeds (runs of this seed_group x arm x level), seed_mean_accuracy, seed_sd_accuracy
         (across those runs; sd NaN with one seed).
 
