@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tsbench.cli import _run_with
+from tsbench.cli import run_prepared
 from tsbench.contracts import Completion, GenerationRequest, GenerationResult, RunnerInfo
 from tsbench.run import prepare
 from tsbench.spec import build_spec
@@ -72,5 +72,5 @@ def make_run(output: Path, **values: Any) -> Path:
     }
     spec_values.update(values)
     prepared = prepare(build_spec(spec_values, "test"))
-    _run_with(prepared, ScriptedRunner(prepared.problems), True)
+    run_prepared(prepared, ScriptedRunner(prepared.problems), True)
     return output
