@@ -87,7 +87,8 @@ def test_ten_kills_at_random_moments_resume_to_the_uninterrupted_records(tmp_pat
         # A moment: once the run holds `target` problems (this attempt's first commit, or none),
         # plus a random delay; some land in the model's loading, some mid-group, some mid-write.
         target = min(len(before) + int(rng.integers(0, 2)), PROBLEMS - 1)
-        delay = float(rng.uniform(0.0, 3.0))
+        # Up to about one problem's time on this machine, so that the run outlasts the ten kills.
+        delay = float(rng.uniform(0.0, 1.5))
         proc = start(output, cache)
         deadline = time.time() + 120
         while proc.poll() is None and len(committed(output)) < target and time.time() < deadline:
