@@ -54,12 +54,16 @@ def _slug(*parts: Any) -> str:
     return f"{short}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
-def _label(row: Any, many_seeds: bool) -> str:
+def _label(row: Any, many_seeds: bool, many_models: bool = False) -> str:
     return (
         str(row["arm"])
+        + (f" [{row['model']} on {row['runner']}]" if many_models else "")
         + (" (oracle)" if row["oracle"] else "")
         + (f" seed {row['seed']}" if many_seeds else "")
     )
+
+
+MARKERS = "os^Dv<>ph*XP"
 
 
 def accuracy_vs_compute(table: pd.DataFrame, x: str = "samples") -> Plot:
@@ -69,14 +73,24 @@ def accuracy_vs_compute(table: pd.DataFrame, x: str = "samples") -> Plot:
     """
     column, axis_label = X_COLUMNS[x]
     many_seeds = table["seed"].nunique() > 1
-    figure = Figure(figsize=(7.5, 4.8))
+    many_models = table[["model", "runner"]].drop_duplicates().shape[0] > 1
+    figure = Figure(figsize=(9.5, 5.4) if many_models else (7.5, 4.8))
     ax = figure.add_subplot()
+    # Colours and markers both cycle, so that a dozen arms stay told apart.
+    colours = [matplotlib.colormaps["tab20"](i) for i in range(20)]
     rows = []
-    for _, group in table.groupby(["arm", "seed"], sort=False):
+    for i, (_, group) in enumerate(table.groupby(["model", "runner", "arm", "seed"], sort=False)):
         group = group.sort_values(column)
-        label = _label(group.iloc[0], many_seeds)
+        label = _label(group.iloc[0], many_seeds, many_models)
         xs, ys = group[column].to_numpy(float), 100 * group["accuracy"].to_numpy(float)
-        (line,) = ax.plot(xs, ys, marker="o", label=label, linestyle="--" if group["oracle"].iloc[0] else "-")
+        (line,) = ax.plot(
+            xs,
+            ys,
+            marker=MARKERS[i % len(MARKERS)],
+            color=colours[i % len(colours)],
+            label=label,
+            linestyle="--" if group["oracle"].iloc[0] else "-",
+        )
         if len(group) > 1:
             ax.fill_between(
                 xs, 100 * group["ci_low"], 100 * group["ci_high"], alpha=0.08, color=line.get_color()
@@ -104,9 +118,13 @@ def accuracy_vs_compute(table: pd.DataFrame, x: str = "samples") -> Plot:
     ax.set_xlabel(axis_label + " (log)")
     ax.set_ylabel("accuracy % (95% CI band)")
     ax.set_title(_title(table, f"accuracy vs {x}"))
-    ax.legend(fontsize=7, loc="best")
+    if many_models:  # long labels: the legend beside the axes, not over the points
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    return Plot(f"accuracy-vs-{x}-{_slug(*table[SETTING].iloc[0])}", figure, pd.DataFrame(rows))
+    stem = f"accuracy-vs-{x}-{_slug(*table[SETTING].iloc[0])}"
+    return Plot(stem + ("-all-models" if many_models else ""), figure, pd.DataFrame(rows))
 
 
 def _log_x(ax: Any, ticks: Sequence[float] = ()) -> None:
@@ -125,6 +143,8 @@ def _log_x(ax: Any, ticks: Sequence[float] = ()) -> None:
 def _title(table: pd.DataFrame, what: str) -> str:
     first = table.iloc[0]
     task = first["task"] + (f" ({first['task_options']})" if first["task_options"] else "")
+    if table[["model", "runner"]].drop_duplicates().shape[0] > 1:
+        return f"{what}: {task}, every model and runner"
     return f"{what}: {task}, {first['model']} on {first['runner']}"
 
 
@@ -340,6 +360,14 @@ def all_plots(table: pd.DataFrame) -> list[Plot]:
                 plots.append(accuracy_vs_compute(group, x))
         if group["tokens_per_s"].notna().any():
             plots.append(throughput_latency(group))
+    # Several models or runners on one task (a STaR round's model beside the base model's
+    # strategies): one more plot with every row on the tokens axis.
+    for _, group in table.groupby(["task", "task_options"], sort=False):
+        if (
+            group[["model", "runner"]].drop_duplicates().shape[0] > 1
+            and (group["tokens_per_problem"] > 0).all()
+        ):
+            plots.append(accuracy_vs_compute(group, "tokens"))
     for run_dir in dict.fromkeys(table["run_dir"]):
         plots += run_plots(Path(run_dir))
     return plots
@@ -364,6 +392,6 @@ def write_plots(table: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("p
             for fmt in formats:
                 path = out_dir / f"{plot.name}.{fmt}"
                 metadata = {"Date": None} if fmt == "svg" else {"Software": None} if fmt == "png" else None
-                plot.figure.savefig(path, format=fmt, dpi=110, metadata=metadata)
+                plot.figure.savefig(path, format=fmt, dpi=110, metadata=metadata, bbox_inches="tight")
                 written.append(path)
     return written
