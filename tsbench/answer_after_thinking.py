@@ -27,6 +27,8 @@ class AnswerAfterThinking:
         return found
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_task":  # copy and pickle look these up before __init__
+            raise AttributeError(name)
         return getattr(self._task, name)
 
 

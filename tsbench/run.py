@@ -22,6 +22,7 @@ from tsbench.contracts import (
 from tsbench.errors import UserError
 from tsbench.scoring import Arm
 from tsbench.spec import DEFAULT_POOL_SIZE, RunSpec
+from tsbench.thinking import ThinkTags
 
 DEFAULT_MAX_TOKENS = 256
 POOLS = ("greedy", "sampled")
@@ -160,8 +161,8 @@ def prepare(spec: RunSpec) -> Prepared:
     arms: list[Arm] = []
     for name in spec.strategies:
         strategy = build_strategy(spec, name)
-        tags = getattr(strategy, "tags", None)
-        if tags is not None and (tags.open, tags.close) != tuple(spec.think_tags):
+        tags = getattr(strategy, "tags", None)  # a strategy that writes thinking (budget forcing)
+        if isinstance(tags, ThinkTags) and (tags.open, tags.close) != tuple(spec.think_tags):
             raise UserError(
                 f"strategy_options.{name}.tags {[tags.open, tags.close]} differ from the run's think_tags "
                 f"{list(spec.think_tags)}, which grade its answers; set think_tags to the same tags"
