@@ -33,8 +33,8 @@ from tsbench.contracts import Completion, GenerationRequest, PublicProblem, Publ
 from tsbench.plugins import strategies
 from tsbench.verifiers.base import VerifierSpend
 
-from .base import Candidate, Estimates, Search, SearchBudget
-from .majority import vote
+from .base import Estimates, Search, SearchBudget
+from .majority import canonical_of, voted
 from .stepping import StepOptions, Stepper
 
 
@@ -47,29 +47,6 @@ def top_two(answers: Sequence[str | None]) -> tuple[int, int]:
     """The vote counts of the two leading answers (0 where there is no such answer)."""
     counts = sorted(Counter(a for a in answers if a is not None).values(), reverse=True)
     return (counts[0] if counts else 0, counts[1] if len(counts) > 1 else 0)
-
-
-def voted(answers: Sequence[str | None], tokens: Sequence[int], rng: np.random.Generator) -> int | None:
-    """The index of the sample that answers for the vote: the plurality answer (a tie a uniform
-    pick), and among its samples a uniform pick, both drawn from rng; None when none has an answer.
-
-    Args:
-        answers: each sample's canonical answer, or None.
-        tokens: each sample's generated tokens.
-        rng: the search's generator.
-    """
-    weights = vote([Candidate(i, a, t) for i, (a, t) in enumerate(zip(answers, tokens, strict=True))])
-    if not weights:
-        return None
-    indices = sorted(weights)
-    p = np.array([weights[i] for i in indices])
-    return int(indices[int(rng.choice(len(indices), p=p / p.sum()))])
-
-
-def canonical_of(task: PublicTask, text: str) -> tuple[str | None, str | None]:
-    """(raw extracted answer, its canonical form) of a text; (None, None) when it has none."""
-    raw = task.extract(text)
-    return raw, None if raw is None else task.canonical(raw)
 
 
 @strategies.register(

@@ -33,8 +33,8 @@ from tsbench.contracts import GenerationRequest, PublicProblem, PublicTask
 from tsbench.plugins import strategies
 from tsbench.verifiers.base import VerifierSpend
 
-from .adaptive_consistency import canonical_of
 from .base import Estimates, Search, SearchBudget
+from .majority import canonical_of
 from .stepping import StepOptions, Stepper, Yields
 
 DEFAULT_PROBE_PREFIX = "\n... Oh, I suddenly got the answer to the whole problem, Final Answer: "

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import numpy as np
+
+from tsbench.contracts import PublicTask
 from tsbench.plugins import strategies
 
 from .base import Candidate
@@ -37,6 +40,29 @@ def vote(candidates: Sequence[Candidate]) -> dict[int, float]:
         return {}
     top = max(len(members) for members in groups.values())
     return spread(groups, [answer for answer, members in groups.items() if len(members) == top])
+
+
+def voted(answers: Sequence[str | None], tokens: Sequence[int], rng: np.random.Generator) -> int | None:
+    """The index of the sample that answers for the vote: the plurality answer (a tie a uniform
+    pick), and among its samples a uniform pick, both drawn from rng; None when none has an answer.
+
+    Args:
+        answers: each sample's canonical answer, or None.
+        tokens: each sample's generated tokens.
+        rng: the search's generator.
+    """
+    weights = vote([Candidate(i, a, t) for i, (a, t) in enumerate(zip(answers, tokens, strict=True))])
+    if not weights:
+        return None
+    indices = sorted(weights)
+    p = np.array([weights[i] for i in indices])
+    return int(indices[int(rng.choice(len(indices), p=p / p.sum()))])
+
+
+def canonical_of(task: PublicTask, text: str) -> tuple[str | None, str | None]:
+    """(raw extracted answer, its canonical form) of a text; (None, None) when it has none."""
+    raw = task.extract(text)
+    return raw, None if raw is None else task.canonical(raw)
 
 
 @strategies.register("majority", "self-consistency: the most common answer among k samples")

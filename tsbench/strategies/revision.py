@@ -37,8 +37,8 @@ from tsbench.contracts import Completion, GenerationRequest, PublicProblem, Publ
 from tsbench.plugins import strategies
 from tsbench.verifiers.base import VerifierSpend
 
-from .adaptive_consistency import canonical_of, voted
 from .base import Estimates, Search, SearchBudget
+from .majority import canonical_of, voted
 from .stepping import StepOptions, Stepper
 
 DEFAULT_REVISE_PROMPT = (
