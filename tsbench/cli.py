@@ -1,34 +1,24 @@
-"""`tsbench` command line: run, speed, list, report, compare, leaderboard, gate, exec, processbench, bench."""
+"""`tsbench` command line: run, speed, list, report, compare, leaderboard, gate, exec, processbench,
+bench, star, sweep, merge."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tsbench import plugins, provenance
+from tsbench import plugins
 from tsbench.cli_args import pairs, scalar
 from tsbench.errors import UserError
-from tsbench.generation import batch_sequences, generate_all
-from tsbench.identity import run_id, sample_identity
 from tsbench.processbench_cli import add_processbench_parser
-from tsbench.progress import Progress
-from tsbench.records import ARMS, METRICS, PERFORMANCE, PROBLEMS, PROVENANCE, SESSIONS, RunFolder
+from tsbench.records import PROBLEMS
 from tsbench.registry import Registry
 from tsbench.report import table
-from tsbench.rescoring import arms_record, rescore, scored_with_current_code
-from tsbench.run import (
-    Prepared,
-    build_verifiers,
-    check_budgets,
-    open_runner,
-    prepare,
-)
+from tsbench.rescoring import rescore
+from tsbench.run import Prepared, open_runner, prepare
+from tsbench.running import RESULTS_ROOT, run_into
 from tsbench.spec import build_spec, read_spec_file
-
-RESULTS_ROOT = Path("results")
 
 
 def _spec_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -85,45 +75,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 def run_prepared(prepared: Prepared, runner: Any, no_progress: bool) -> int:
     """Generate, score and print a prepared run on an open runner, as `tsbench run` does (STaR's
     evaluations use it too); returns the exit code."""
-    # Recorded before the run's identity is taken: batches decide an engine's last bits.
-    prepared.spec = replace(prepared.spec, batch_sequences=batch_sequences(prepared.spec, runner))
-    info = runner.info()
-    verifiers = build_verifiers(prepared, runner)
-    check_budgets(prepared, runner, info.parameters, verifiers)
-    generating = [a.strategy for a in prepared.arms if a.strategy.pool == "search"] + list(verifiers.values())
-    identity = sample_identity(
-        prepared.spec.identity(), prepared.task, prepared.problems, info, runner, generating
-    )
-    path = Path(prepared.spec.output) if prepared.spec.output else RESULTS_ROOT / run_id(identity)
-    folder = RunFolder.open(path, prepared.spec.to_yaml(), identity, total=len(prepared.problems))
-    if not (path / PROVENANCE).exists():
-        origin = getattr(prepared.task, "data_sha256", None)
-        data_origin = f"task file sha256: {origin}" if origin else "procedural"
-        folder.write_json(PROVENANCE, provenance.collect(info, identity["data_sha256"], data_origin))
-        folder.write_json(ARMS, arms_record(prepared.arms, verifiers))
-    done = len(folder.done_ids())
-    total = len(prepared.problems)
-    if done < total:
-        folder.append(SESSIONS, [provenance.session(info, prepared.spec, done)])
-        arms = len(prepared.arms)
-        progress = Progress(total * arms, done * arms, f"run {path.name}", enabled=not no_progress)
-        try:
-            generate_all(prepared, runner, info.parameters, verifiers, folder, progress)
-        except BaseException:
-            folder.remove_if_empty()
-            raise
-        finally:
-            progress.close()
-    if done == total and scored_with_current_code(folder, prepared.task):
-        metric_data, perf = folder.read_json(METRICS), folder.read_json(PERFORMANCE)
-    else:
-        if done == total and folder.complete:
-            print("re-scored: the scoring code changed since this run was scored; no sample was generated")
-        metric_data, perf = rescore(folder, prepared.task)
-    print(table(metric_data, perf))
-    if done:
-        print(f"resumed: {done} of {total} problems were already done")
-    print(f"results: {path}")
+    outcome = run_into(prepared, runner, RESULTS_ROOT, show_progress=not no_progress)
+    if outcome.rescored:
+        print("re-scored: the scoring code changed since this run was scored; no sample was generated")
+    print(table(outcome.metrics, outcome.performance))
+    if outcome.done_before:
+        print(f"resumed: {outcome.done_before} of {outcome.total} problems were already done")
+    print(f"results: {outcome.path}")
     return 0
 
 
@@ -330,6 +288,12 @@ def parser() -> argparse.ArgumentParser:
     from tsbench.star.cli import add_star_parser  # STaR, compute spent training: docs/STAR.md
 
     add_star_parser(sub)
+    from tsbench.sweep.cli import add_sweep_parser  # sweeps, priced and scaled out: docs/SCALE.md
+
+    add_sweep_parser(sub)
+    from tsbench.merging import add_merge_parser  # results from several machines, joined
+
+    add_merge_parser(sub)
     return top
 
 

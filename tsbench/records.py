@@ -48,6 +48,7 @@ FULL = (errno.ENOSPC, errno.EDQUOT)
 # Folder -> descriptor of its lock file, for the process's lifetime: the lock keeps other
 # processes out, while this one may reopen a folder it holds (tests, re-scoring after a run).
 _HELD: dict[str, int] = {}
+HELD_BY_THIS_PROCESS = _HELD
 
 
 def dumps(record: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -153,9 +154,20 @@ def _labelled(strategy: Any, name: str) -> Any:
     return strategy
 
 
-def prepare(spec: RunSpec) -> Prepared:
-    """Resolve task, problems, strategies and verifier names; fill the task's default max_tokens."""
+def load_problems(spec: RunSpec) -> tuple[Task, list[Problem]]:
+    """The spec's task and the problems it loads (spec.limit, spec.seed, spec.data_dir)."""
     task = resolve_task(spec)
+    return task, task.load(spec.limit, spec.seed, spec.data_dir)
+
+
+def prepare(spec: RunSpec, load: Callable[[RunSpec], tuple[Task, list[Problem]]] = load_problems) -> Prepared:
+    """Resolve task, problems, strategies and verifier names; fill the task's default max_tokens.
+
+    Args:
+        spec: the run.
+        load: gives the task and its problems (a sweep shares them between cells).
+    """
+    task, problems = load(spec)
     for name in spec.verifiers:
         plugins.verifiers.get(name)
     arms: list[Arm] = []
@@ -180,7 +192,6 @@ def prepare(spec: RunSpec) -> Prepared:
             f"pool_size {spec.pool_size} is below the largest budget {max(spec.budgets)}; "
             "raise pool_size or drop it (it defaults to the largest budget)"
         )
-    problems = task.load(spec.limit, spec.seed, spec.data_dir)
     if not problems:
         raise UserError(f"task {spec.task} has no problems to run; check its data file and --limit")
     task_generation = getattr(task, "generation", None) or {}
