@@ -221,3 +221,19 @@ def test_bad_input_met_inside_a_ray_actor_is_one_line_naming_the_cell(
     assert code == 2 and len(said) == 1
     assert "cell 1 (arith, greedy" in said[0] and "no OpenAI-compatible server answers at" in said[0]
     assert "ray::" not in said[0]
+
+
+def test_a_free_actor_takes_its_own_engine_first_then_one_no_other_actor_holds() -> None:
+    from collections import deque
+
+    from tsbench.sweep.ray_executor import _next_cell
+
+    values = {**SMALL, "tasks": ["arith"], "strategies": ["greedy"], "budgets": [1]}
+    cells = expand({**values, "models": ["a.gguf", "b.gguf", "c.gguf"], "seeds": [0, 1]}, "s.yaml").cells
+    a0, a1, b0, b1, c0, c1 = cells
+    pending = deque(cells)
+    assert _next_cell(pending, b0.engine, {a0.engine}) is b0  # its own engine
+    assert _next_cell(pending, b0.engine, {a0.engine, b0.engine}) is b1
+    assert _next_cell(pending, None, {a0.engine}) is c0  # an engine nobody holds, not a's
+    assert _next_cell(pending, None, {a0.engine, c0.engine}) is a0  # then anything left
+    assert list(pending) == [a1, c1]

@@ -5,7 +5,8 @@ Spend per problem, by arm:
   prompt + max_tokens tokens (an upper bound: samples that stop early spend less);
 - a search at a level in tokens or FLOPs: at most the level (the ledger's promise: every row's
   policy + verifier spend is within it); at a level in samples: about level x (prompt + max_tokens)
-  policy tokens, with a process verifier's own spend on top (not bounded by a samples budget);
+  policy tokens, an estimate (a samples budget bounds neither a verifier's spend nor a revision's
+  growing prompt);
 - outcome verifiers that score the pool with a model (llm-judge) add their own generation on top;
   the oracle and self-certainty add none.
 Prompt tokens are estimated at 4 characters a token, loading no engine, or with --count-tokens
@@ -107,16 +108,18 @@ def price_cell(
         a.verifier not in (None, *MODEL_FREE_VERIFIERS) for a in prepared.arms if a.strategy.pool != "search"
     ):
         bounded = False
-    for arm in (a for a in prepared.arms if a.strategy.pool == "search"):
+    for _ in (a for a in prepared.arms if a.strategy.pool == "search"):
         for level in spec.budgets:
             if spec.budget_unit == "tokens":
                 per_problem_generated += level
             elif spec.budget_unit == "flops":
                 per_problem_generated += level / forward_flops(max(parameters, 1), 1)
             else:
+                # A samples budget caps how many chains, not what a verifier or a revision's
+                # growing prompt reads: an estimate, not a bound.
                 per_problem_prompt += level * prompt
                 per_problem_generated += level * (spec.max_tokens or 0)
-                bounded = bounded and arm.verifier is None
+                bounded = False
     count = len(prepared.problems)
     return CellPrice(
         cell,

@@ -85,13 +85,15 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
-def _next_cell(pending: deque[Cell], held: tuple[Any, ...] | None) -> Cell:
-    """The first pending cell on the engine this actor holds, else the first pending cell."""
-    for cell in pending:
-        if cell.engine == held:
-            pending.remove(cell)
-            return cell
-    return pending.popleft()
+def _next_cell(pending: deque[Cell], held: tuple[Any, ...] | None, others: set[Any]) -> Cell:
+    """The first pending cell on the engine this actor holds, else one on an engine no other actor
+    holds (so two actors do not load the same model while another waits), else the first."""
+    for wanted in (lambda c: c.engine == held, lambda c: c.engine not in others, lambda c: True):
+        for cell in pending:
+            if wanted(cell):
+                pending.remove(cell)
+                return cell
+    raise IndexError("no pending cell")
 
 
 def run_on_ray(
@@ -115,7 +117,8 @@ def run_on_ray(
     progress = SweepProgress(len(sweep.cells), f"sweep (ray, {placement.workers} actors)", show_progress)
 
     def send(actor: Any) -> None:
-        cell = _next_cell(pending, holds[actor])
+        others = {engine for other, engine in holds.items() if other is not actor}
+        cell = _next_cell(pending, holds[actor], others)
         tries[cell.index] += 1
         holds[actor] = cell.engine
         running[actor.run.remote(cell)] = (actor, cell)

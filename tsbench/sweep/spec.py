@@ -134,6 +134,7 @@ def expand(values: dict[str, Any], where: str) -> Sweep:
         ("runner", "runners"),
         ("model", "models"),
         ("task", "tasks"),
+        ("temperature", "temperatures"),
         ("seed", "seeds"),
     ):
         if singular in values and plural in values:
