@@ -3,6 +3,7 @@ embedded model (the Ray test starts a real local cluster on loopback and kills a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -105,8 +106,15 @@ def test_the_plan_takes_throughput_and_parameters_measured_under_the_results_roo
     capsys.readouterr()
     assert main(["sweep", str(spec), "--plan", "--workers", "2"]) == 0
     out = capsys.readouterr().out
-    assert "median of 4 run folders under" in out and "cells: 4;" in out
+    assert "median of 4 run folders of this machine under" in out and "cells: 4;" in out
     assert "? (param_count)" not in out and "on 2 (cells spread evenly" in out
+    # A folder from another machine gives the model's size, not this machine's speed.
+    for folder in sorted((tmp_path / "r").iterdir())[:3]:
+        origin = json.loads((folder / "provenance.json").read_text())
+        (folder / "provenance.json").write_text(json.dumps({**origin, "cpu": "another CPU"}))
+    assert main(["sweep", str(spec), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "median of 1 run folders of this machine" in out and "? (param_count)" not in out
 
 
 def test_the_local_executor_keeps_one_engine_and_a_second_sweep_resumes_everything(

@@ -95,7 +95,7 @@ def plan_text(
         (
             "pool samples an earlier cell drew (same engine, problems, sampling settings and seeds) are "
             "priced once: the generation cache serves them (on several machines, only with one shared "
-            "cache file)"
+            "cache file); the ledger still charges each cell a cached sample's tokens"
             if reuse
             else "every cell priced whole: the generation cache is off"
         ),
@@ -177,7 +177,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"cell {cell.index + 1}: {cell.label} -> {Path(sweep.results) / result.run_id}")
     print(
         f"sweep: {len(results)} cells done ({resumed} resumed) in {wall:.1f} s, "
-        f"{tokens:,} generated tokens recorded; tsbench report {sweep.results}/<run-id> ... for tables"
+        f"{tokens:,} generated tokens on the cells' ledgers (samples read from the generation cache "
+        f"included); tsbench report {sweep.results}/<run-id> ... for tables"
     )
     return 0
 

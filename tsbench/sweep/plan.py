@@ -14,12 +14,14 @@ counted by each engine (opened once, nothing generated). FLOPs are 2 x
 parameters x tokens (tsbench.ledger), with the parameter count from the spec (param_count) or
 from a run folder of the same runner and model under the results root. Wall time divides the
 generated tokens by a throughput: the figure given (--tokens-per-s, or a `tsbench bench` JSON),
-else the median generated tokens/s of this runner and model's run folders under the results root.
+else the median generated tokens/s of this runner and model's run folders under the results root
+that ran on this machine (same CPU model, core count and GPUs in their provenance).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ import yaml
 
 from tsbench.contracts import GenerationRequest
 from tsbench.ledger import forward_flops
+from tsbench.provenance import cpu_model, gpus
 from tsbench.run import Prepared, pool_size
 from tsbench.sweep.spec import Cell, Sweep
 
@@ -144,18 +147,23 @@ def _engine_of(spec_yaml: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def measured_here(results_root: Path) -> dict[tuple[Any, ...], tuple[list[float], list[int]]]:
-    """(runner, model, runner options) -> generated tokens/s and parameter counts of the finished
-    run folders under results_root."""
+    """(runner, model, runner options) -> generated tokens/s of the run folders under results_root
+    that ran on this machine (the same CPU model, core count and GPUs), and the parameter counts of
+    all of them."""
     found: dict[tuple[Any, ...], tuple[list[float], list[int]]] = {}
     if not results_root.is_dir():
         return found
+    here = (cpu_model(), os.cpu_count(), gpus())
     for folder in sorted(results_root.iterdir()):
         try:
             spec = yaml.safe_load((folder / "spec.yaml").read_text())
             speed = json.loads((folder / "performance.json").read_text()).get("generated_tokens_per_s")
-            parameters = json.loads((folder / "provenance.json").read_text()).get("model_parameters")
+            origin = json.loads((folder / "provenance.json").read_text())
         except (OSError, ValueError, yaml.YAMLError, AttributeError):
             continue
+        parameters = origin.get("model_parameters")
+        if (origin.get("cpu"), origin.get("cpu_count"), origin.get("gpus")) != here:
+            speed = None  # another machine's speed says nothing of this one's; its model size does
         rates, counts = found.setdefault(_engine_of(spec), ([], []))
         if speed:
             rates.append(float(speed))
@@ -201,7 +209,9 @@ def price_sweep(
             rate, sources[key] = figure, f"{figure:g} tok/s given"
         elif rates:
             rate = statistics.median(rates)
-            sources[key] = f"{rate:.1f} tok/s, median of {len(rates)} run folders under {sweep.results}/"
+            sources[key] = (
+                f"{rate:.1f} tok/s, median of {len(rates)} run folders of this machine under {sweep.results}/"
+            )
         else:
             rate, sources[key] = 0.0, "no figure: pass --tokens-per-s or --bench FILE"
         try:
