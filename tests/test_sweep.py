@@ -245,3 +245,25 @@ def test_a_free_actor_takes_its_own_engine_first_then_one_no_other_actor_holds()
     assert _next_cell(pending, None, {a0.engine}) is c0  # an engine nobody holds, not a's
     assert _next_cell(pending, None, {a0.engine, c0.engine}) is a0  # then anything left
     assert list(pending) == [a1, c1]
+
+
+@pytest.mark.slow
+def test_an_actor_the_cluster_could_never_place_is_refused_not_waited_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'tsbench[ray]'")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**SMALL, "tasks": ["arith"], "budgets": [1]}))
+    args = [
+        "sweep",
+        str(spec),
+        "--executor",
+        "ray",
+        "--gpus-per-worker",
+        "1000",
+        "--results",
+        str(tmp_path / "r"),
+    ]
+    assert main(args) == 2
+    assert "--gpus-per-worker 1000: the Ray cluster has" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -85,6 +85,20 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
+def _check_resources(ray: Any, placement: Placement, started_here: bool) -> None:
+    """Refuse an actor the cluster could never place (Ray would wait for it forever)."""
+    cluster = ray.cluster_resources()
+    for name, each in (("CPU", placement.cpus), ("GPU", placement.gpus)):
+        if each > cluster.get(name, 0):
+            if started_here:
+                ray.shutdown()
+            flag = f"--{name.lower()}s-per-worker"
+            raise UserError(
+                f"{flag} {each:g}: the Ray cluster has {cluster.get(name, 0):g} {name}s in all; "
+                f"lower {flag} or add nodes that have them"
+            )
+
+
 def _next_cell(pending: deque[Cell], held: tuple[Any, ...] | None, others: set[Any]) -> Cell:
     """The first pending cell on the engine this actor holds, else one on an engine no other actor
     holds (so two actors do not load the same model while another waits), else the first."""
@@ -107,6 +121,7 @@ def run_on_ray(
     check_cells(sweep)
     ray = _ray()
     started_here = _connect(ray, address)
+    _check_resources(ray, placement, started_here)
     root = str(Path(sweep.results).resolve())
     remote = ray.remote(CellWorker).options(num_cpus=placement.cpus, num_gpus=placement.gpus, max_restarts=0)
     pending: deque[Cell] = deque(sweep.cells)
