@@ -98,7 +98,7 @@ def test_the_plan_prices_pools_and_searches_by_their_budgets(tmp_path: Path) -> 
 
 
 def test_the_plan_takes_throughput_and_parameters_measured_under_the_results_root(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = tmp_path / "sweep.yaml"
     spec.write_text(yaml.safe_dump({**SMALL, "limit": 1, "tasks": ["arith"], "results": str(tmp_path / "r")}))
@@ -115,6 +115,13 @@ def test_the_plan_takes_throughput_and_parameters_measured_under_the_results_roo
     assert main(["sweep", str(spec), "--plan"]) == 0
     out = capsys.readouterr().out
     assert "median of 1 run folders of this machine" in out and "? (param_count)" not in out
+    assert "every cell priced whole: the generation cache is off" in out  # as the tests run
+    monkeypatch.setenv("TSBENCH_GENERATION_CACHE", str(tmp_path / "cache.sqlite"))
+    assert main(["sweep", str(spec), "--plan"]) == 0
+    assert "the local executor runs cells in order" in capsys.readouterr().out
+    # Ray may run two cells that share samples at once: no reuse is priced there.
+    assert main(["sweep", str(spec), "--plan", "--executor", "ray"]) == 0
+    assert "every cell priced whole: on Ray" in capsys.readouterr().out
 
 
 def test_the_local_executor_keeps_one_engine_and_a_second_sweep_resumes_everything(

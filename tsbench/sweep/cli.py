@@ -61,6 +61,7 @@ def plan_text(
     counted: bool,
     every_cell: bool = True,
     reuse: bool = True,
+    cache_on: bool = True,
 ) -> str:
     """The plan's table (a row per cell, or per runner/model x task for a large sweep), its
     totals, and the assumptions behind them."""
@@ -94,10 +95,15 @@ def plan_text(
         "search's verifier, nor a model-based verifier's scoring of the pool)",
         (
             "pool samples an earlier cell drew (same engine, problems, sampling settings and seeds) are "
-            "priced once: the generation cache serves them (on several machines, only with one shared "
-            "cache file); the ledger still charges each cell a cached sample's tokens"
+            "priced once: the local executor runs cells in order and the generation cache serves them; "
+            "the ledger still charges each cell a cached sample's tokens"
             if reuse
-            else "every cell priced whole: the generation cache is off"
+            else "every cell priced whole: "
+            + (
+                "the generation cache is off"
+                if not cache_on
+                else "on Ray, cells that share samples may run at once on different actors"
+            )
         ),
         "prompt tokens "
         + (
@@ -155,10 +161,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--workers {args.workers}: give at least 1")
     if args.plan:
         rate = given_rates(args.tokens_per_s or [], args.bench or [])
-        reuse = os.environ.get(CACHE_ENV, "on").strip().lower() not in CACHE_OFF
+        cache_on = os.environ.get(CACHE_ENV, "on").strip().lower() not in CACHE_OFF
+        # Reuse is certain only when cells run one after another (the local executor).
+        reuse = cache_on and args.executor == "local"
         prices, sources = price_sweep(sweep, check_cells(sweep), rate, args.count_tokens, reuse)
         every_cell = args.cells or len(prices) <= EVERY_CELL_UP_TO
-        print(plan_text(prices, sources, args.workers, args.count_tokens, every_cell, reuse))
+        print(plan_text(prices, sources, args.workers, args.count_tokens, every_cell, reuse, cache_on))
         return 0
     started = time.perf_counter()
     if args.executor == "ray":
