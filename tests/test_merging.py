@@ -93,8 +93,11 @@ def test_out_keeps_its_own_runs_and_its_files(
     out = tmp_path / "out"
     assert merge(capsys, a, "-o", out)[0] == 0
     (out / "README.md").write_text("ours\n")
+    (out / "star-run" / "round-1").mkdir(parents=True)  # a folder that is not a run folder
+    (out / "star-run" / "round-1" / "notes.txt").write_text("kept\n")
     assert merge(capsys, b, "-o", out)[0] == 0
     assert (out / "README.md").read_text() == "ours\n" and len(list(out.glob("*/identity.json"))) == 2
+    assert (out / "star-run" / "round-1" / "notes.txt").read_text() == "kept\n"
 
 
 def refused(capsys: pytest.CaptureFixture[str], out: Path, *inputs: Path) -> str:

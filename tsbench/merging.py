@@ -162,8 +162,12 @@ def merge(inputs: list[Path], output: Path) -> dict[str, int]:
     try:
         staging.mkdir(parents=True)
         if output.is_dir() and not (output / IDENTITY).exists():
-            for extra in output.iterdir():  # a results folder's own files (README.md, ...)
-                if not extra.is_dir() and not extra.name.startswith("."):
+            for extra in output.iterdir():  # OUT's own files and other folders stay (README.md, ...)
+                if extra.name.startswith(".") or extra.name in chosen:
+                    continue
+                if extra.is_dir():
+                    shutil.copytree(extra, staging / extra.name, symlinks=True)
+                else:
                     shutil.copy2(extra, staging / extra.name)
         for name, copy in chosen.items():
             _copy_run(copy.path, staging / name)
